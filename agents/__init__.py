@@ -1,0 +1,1 @@
+"""Value-learning agents (annotation bootstrapping and its bases); see issue 6."""

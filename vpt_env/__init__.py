@@ -1,0 +1,46 @@
+"""vpt-env: visual pre-training as reinforcement learning.
+
+Importing the package registers the environments with Gymnasium::
+
+    import gymnasium as gym
+    import vpt_env
+
+    env = gym.make("ImageView-v0")
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from vpt_env.core.state import EnvParams, ViewState
+from vpt_env.data import Annotation, Annotations, ArraySource, FolderSource, ImagePool, ImageSource
+from vpt_env.envs import ImageViewDiscreteEnv, ImageViewEnv
+from vpt_env.rewards import REWARDS, RewardFn, make_reward, register_reward
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REWARDS",
+    "Annotation",
+    "Annotations",
+    "ArraySource",
+    "EnvParams",
+    "FolderSource",
+    "ImagePool",
+    "ImageSource",
+    "ImageViewDiscreteEnv",
+    "ImageViewEnv",
+    "RewardFn",
+    "ViewState",
+    "__version__",
+    "make_reward",
+    "register_reward",
+]
+
+#: Episode length at registration (``TimeLimit``).
+MAX_EPISODE_STEPS = 100
+
+for _id, _entry in (
+    ("ImageView-v0", "vpt_env.envs.image_view:ImageViewEnv"),
+    ("ImageViewDiscrete-v0", "vpt_env.envs.image_view:ImageViewDiscreteEnv"),
+):
+    if _id not in registry:
+        register(id=_id, entry_point=_entry, max_episode_steps=MAX_EPISODE_STEPS)

@@ -1,0 +1,1 @@
+"""The pure batched core: boxes, state, dynamics, rendering, augmentation."""

@@ -1,0 +1,156 @@
+"""Box algebra on batched, normalised boxes.
+
+Convention:
+    A box is ``(x0, y0, x1, y1)`` in float32, normalised to its image: 0 is the
+    left/top edge and 1 the right/bottom edge of the image, ``x1 > x0`` and
+    ``y1 > y0``. Boxes are continuous: a box ``(0, 0, 1, 1)`` covers every pixel
+    in full, and pixel ``i`` of an image of width ``W`` spans ``[i / W, (i + 1) / W)``.
+    Every function takes boxes of shape ``(..., 4)`` and broadcasts over the
+    leading dimensions.
+
+    The *relative box* of ``b2`` in the frame of ``b1`` (the action of the
+    image-view MDP) is ``((b2.x0 - b1.x0) / w1, (b2.y0 - b1.y0) / h1,
+    (b2.x1 - b1.x0) / w1, (b2.y1 - b1.y0) / h1)``; ``b1`` itself is
+    ``(0, 0, 1, 1)`` in its own frame.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "area",
+    "box_to_cxcywh",
+    "clamp_boxes",
+    "compose",
+    "cxcywh_to_box",
+    "intersection",
+    "intersection_fraction",
+    "iou",
+    "relative_box",
+]
+
+
+def box_to_cxcywh(boxes: Tensor) -> Tensor:
+    """Convert ``(x0, y0, x1, y1)`` boxes to ``(cx, cy, w, h)``.
+
+    Shape:
+        boxes: ``(..., 4)``; returns ``(..., 4)``.
+    """
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)
+
+
+def cxcywh_to_box(cxcywh: Tensor) -> Tensor:
+    """Convert ``(cx, cy, w, h)`` to ``(x0, y0, x1, y1)`` boxes.
+
+    Shape:
+        cxcywh: ``(..., 4)``; returns ``(..., 4)``.
+    """
+    cx, cy, w, h = cxcywh.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+
+
+def area(boxes: Tensor) -> Tensor:
+    """Area of each box (0 for empty boxes).
+
+    Shape:
+        boxes: ``(..., 4)``; returns ``(...)``.
+    """
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return (x1 - x0).clamp_min(0) * (y1 - y0).clamp_min(0)
+
+
+def intersection(a: Tensor, b: Tensor) -> Tensor:
+    """Area of the intersection of ``a`` and ``b`` (broadcast).
+
+    Shape:
+        a, b: ``(..., 4)`` broadcastable; returns the broadcast ``(...)``.
+    """
+    x0 = torch.maximum(a[..., 0], b[..., 0])
+    y0 = torch.maximum(a[..., 1], b[..., 1])
+    x1 = torch.minimum(a[..., 2], b[..., 2])
+    y1 = torch.minimum(a[..., 3], b[..., 3])
+    return (x1 - x0).clamp_min(0) * (y1 - y0).clamp_min(0)
+
+
+def iou(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection over union of ``a`` and ``b`` (broadcast), in ``[0, 1]``.
+
+    Shape:
+        a, b: ``(..., 4)`` broadcastable; returns the broadcast ``(...)``.
+    """
+    inter = intersection(a, b)
+    union = area(a) + area(b) - inter
+    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+
+
+def intersection_fraction(objects: Tensor, view: Tensor) -> Tensor:
+    """Fraction of each ``objects`` box that lies inside ``view``, in ``[0, 1]``.
+
+    Empty object boxes give 0.
+
+    Shape:
+        objects, view: ``(..., 4)`` broadcastable; returns the broadcast ``(...)``.
+    """
+    a = area(objects)
+    inter = intersection(objects, view)
+    return torch.where(a > 0, inter / a.clamp_min(1e-12), torch.zeros_like(inter))
+
+
+def relative_box(b1: Tensor, b2: Tensor) -> Tensor:
+    """Express ``b2`` in the frame of ``b1`` (the AB action ``bb_1->2``).
+
+    Shape:
+        b1, b2: ``(..., 4)`` broadcastable; returns the broadcast ``(..., 4)``.
+    """
+    w1 = (b1[..., 2] - b1[..., 0]).unsqueeze(-1)
+    h1 = (b1[..., 3] - b1[..., 1]).unsqueeze(-1)
+    origin = torch.stack((b1[..., 0], b1[..., 1], b1[..., 0], b1[..., 1]), dim=-1)
+    scale = torch.cat((w1, h1, w1, h1), dim=-1)
+    return (b2 - origin) / scale
+
+
+def compose(b1: Tensor, rel: Tensor) -> Tensor:
+    """Inverse of :func:`relative_box`: the box whose frame-``b1`` coordinates are ``rel``.
+
+    ``compose(b1, relative_box(b1, b2)) == b2`` up to rounding.
+
+    Shape:
+        b1, rel: ``(..., 4)`` broadcastable; returns the broadcast ``(..., 4)``.
+    """
+    w1 = (b1[..., 2] - b1[..., 0]).unsqueeze(-1)
+    h1 = (b1[..., 3] - b1[..., 1]).unsqueeze(-1)
+    origin = torch.stack((b1[..., 0], b1[..., 1], b1[..., 0], b1[..., 1]), dim=-1)
+    scale = torch.cat((w1, h1, w1, h1), dim=-1)
+    return origin + rel * scale
+
+
+def clamp_boxes(
+    boxes: Tensor,
+    min_size: float | Tensor = 0.0,
+    max_size: float | Tensor = 1.0,
+) -> Tensor:
+    """Make boxes valid and inside the image, keeping their centres where possible.
+
+    Each side length is clamped to ``[min_size, max_size]`` (``max_size <= 1``),
+    then the box is shifted (not shrunk) so that it lies inside ``[0, 1]^2``.
+
+    Args:
+        boxes: ``(..., 4)`` boxes, possibly inverted, too large or outside the image.
+        min_size: smallest side length, a float or a tensor broadcastable to
+            ``(..., 2)`` (per-axis minimums).
+        max_size: largest side length, like ``min_size``; at most 1.
+
+    Returns:
+        ``(..., 4)`` valid boxes inside the unit square.
+    """
+    c = box_to_cxcywh(boxes)
+    wh = c[..., 2:].abs()
+    lo = torch.as_tensor(min_size, dtype=boxes.dtype, device=boxes.device)
+    hi = torch.as_tensor(max_size, dtype=boxes.dtype, device=boxes.device).clamp_max(1.0)
+    wh = torch.minimum(torch.maximum(wh, lo), hi)
+    half = wh / 2
+    centre = torch.minimum(torch.maximum(c[..., :2], half), 1.0 - half)
+    return torch.cat((centre - half, centre + half), dim=-1)

@@ -1,0 +1,202 @@
+"""Pure, batched transition functions of the image-view MDP.
+
+Nothing here holds state or touches global RNG: every random draw comes from
+the ``torch.Generator`` passed in, on the state's device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from vpt_env.core.augment import (
+    AUG_DIM,
+    AUG_NAMES,
+    FLIP,
+    action_to_aug,
+    aug_to_action,
+    identity_aug,
+)
+from vpt_env.core.boxes import clamp_boxes, cxcywh_to_box
+from vpt_env.core.state import EnvParams, ViewState
+
+__all__ = [
+    "DISCRETE_ACTIONS",
+    "discrete_to_action",
+    "random_boxes",
+    "reset_state",
+    "step_state",
+]
+
+#: Names of the discrete actions of ``ImageViewDiscrete-v0``, by id.
+DISCRETE_ACTIONS: tuple[str, ...] = (
+    "no-op",
+    "pan left",
+    "pan right",
+    "pan up",
+    "pan down",
+    "zoom in",
+    "zoom out",
+    "flip",
+    "change augmentation",
+)
+
+
+def _uniform(n: int, lo: float, hi: float, generator: torch.Generator) -> Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=generator, device=generator.device)
+
+
+def random_boxes(
+    image_hw: Tensor,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+) -> Tensor:
+    """RandomResizedCrop boxes: area fraction in ``scale``, pixel aspect in ``ratio``.
+
+    The aspect is drawn log-uniformly, as torchvision does; where the box would
+    not fit, its sides are clamped to the image (torchvision retries instead,
+    which needs a data-dependent loop). Positions are uniform over the boxes
+    that fit.
+
+    Args:
+        image_hw: ``(B, 2)`` float image heights and widths in pixels.
+        scale: ``(low, high)`` area fraction.
+        ratio: ``(low, high)`` pixel aspect ``w / h``.
+        generator: the source of randomness (its device is used).
+
+    Returns:
+        ``(B, 4)`` normalised boxes.
+    """
+    b = image_hw.shape[0]
+    s = _uniform(b, scale[0], scale[1], generator)
+    r = torch.exp(_uniform(b, math.log(ratio[0]), math.log(ratio[1]), generator))
+    aspect_img = image_hw[:, 0] / image_hw[:, 1]  # H / W
+    w = torch.sqrt(s * r * aspect_img).clamp(max=1.0)
+    h = torch.sqrt(s / r / aspect_img).clamp(max=1.0)
+    u = torch.rand(b, 2, generator=generator, device=generator.device)
+    cx = w / 2 + u[:, 0] * (1 - w)
+    cy = h / 2 + u[:, 1] * (1 - h)
+    return cxcywh_to_box(torch.stack((cx, cy, w, h), -1))
+
+
+def _random_aug(params: EnvParams, current: Tensor, generator: torch.Generator) -> Tensor:
+    u = torch.rand(current.shape, generator=generator, device=generator.device) * 2 - 1
+    return action_to_aug(u, current, params.enabled_mask(current.device), params.ranges)
+
+
+def reset_state(
+    params: EnvParams,
+    image_hw: Tensor,
+    generator: torch.Generator,
+    image: Tensor,
+) -> ViewState:
+    """Initial states for the given images.
+
+    Args:
+        params: the environment parameters.
+        image_hw: ``(N, 2)`` float heights and widths of every image in the pool.
+        generator: the source of randomness, on the state's device.
+        image: ``(B,)`` int64 image index of each new view (draw it with
+            ``torch.randint(..., generator=generator)`` for a random image).
+
+    Returns:
+        A :class:`ViewState` of batch ``B`` with a RandomResizedCrop box
+        (``params.init_scale``, ``params.init_ratio``), identity augmentation
+        (or a random one if ``params.random_initial_aug``) and ``t = 0``.
+    """
+    hw = image_hw[image]
+    box = clamp_boxes(
+        random_boxes(hw, params.init_scale, params.init_ratio, generator),
+        min_size=params.min_box_size,
+    )
+    aug = identity_aug(image.shape[0], device=image.device)
+    if params.random_initial_aug:
+        aug = _random_aug(params, aug, generator)
+    return ViewState(image=image, box=box, aug=aug, t=torch.zeros_like(image))
+
+
+def step_state(params: EnvParams, state: ViewState, action: Tensor, image_hw: Tensor) -> ViewState:
+    """Apply a batch of continuous actions: the deterministic transition.
+
+    Action layout (``params.action_dim`` entries, each in ``[-1, 1]``; callers
+    clip): pan x, pan y (times ``max_pan`` box sides), log-zoom (times
+    ``max_log_zoom``; positive zooms in), log-aspect (times ``max_log_aspect``;
+    positive widens), then one entry per enabled augmentation, mapped onto its
+    range by :func:`~vpt_env.core.augment.action_to_aug`.
+
+    The new box keeps its pixel aspect within ``[1/max_aspect, max_aspect]``,
+    its sides within ``[min_box_size, 1]``, and is shifted back inside the image.
+
+    Args:
+        params: the environment parameters.
+        state: the current batch of states.
+        action: ``(B, params.action_dim)`` float actions.
+        image_hw: ``(N, 2)`` float heights and widths of every image in the pool.
+
+    Returns:
+        The next :class:`ViewState` (``t`` incremented).
+    """
+    box = state.box
+    hw = image_hw[state.image]
+    w = box[:, 2] - box[:, 0]
+    h = box[:, 3] - box[:, 1]
+    cx = (box[:, 0] + box[:, 2]) / 2 + action[:, 0] * params.max_pan * w
+    cy = (box[:, 1] + box[:, 3]) / 2 + action[:, 1] * params.max_pan * h
+    log_area = torch.log(w * h) - 2 * params.max_log_zoom * action[:, 2]
+    # Pixel aspect (w * W) / (h * H), bounded in log space.
+    bound = math.log(params.max_aspect)
+    log_aspect = torch.log(w * hw[:, 1] / (h * hw[:, 0])) + params.max_log_aspect * action[:, 3]
+    log_aspect = log_aspect.clamp(-bound, bound)
+    # Back to normalised sides: w * h = area, w / h = aspect * H / W.
+    log_norm_aspect = log_aspect + torch.log(hw[:, 0] / hw[:, 1])
+    new_w = torch.exp((log_area + log_norm_aspect) / 2)
+    new_h = torch.exp((log_area - log_norm_aspect) / 2)
+    new_box = clamp_boxes(
+        cxcywh_to_box(torch.stack((cx, cy, new_w, new_h), -1)), min_size=params.min_box_size
+    )
+    aug_action = torch.zeros(action.shape[0], AUG_DIM, dtype=action.dtype, device=action.device)
+    enabled = [i for i, n in enumerate(AUG_NAMES) if n in params.augmentations]
+    if enabled:
+        aug_action[:, enabled] = action[:, 4:]
+    aug = action_to_aug(aug_action, state.aug, params.enabled_mask(action.device), params.ranges)
+    return ViewState(image=state.image, box=new_box, aug=aug, t=state.t + 1)
+
+
+def discrete_to_action(
+    params: EnvParams, state: ViewState, action_id: Tensor, generator: torch.Generator
+) -> Tensor:
+    """Map discrete action ids onto continuous actions of the same transition.
+
+    Ids follow :data:`DISCRETE_ACTIONS`: 0 no-op; 1-4 pan left, right, up,
+    down by ``max_pan`` box sides; 5/6 zoom in/out by ``exp(max_log_zoom)``;
+    7 toggles the flip; 8 draws a new augmentation (uniform action values for
+    every enabled entry). Every other augmentation entry is set to the
+    action value that keeps its current setting, so the continuous transition
+    reproduces it. Flip toggles only when ``"flip"`` is enabled, and id 8 acts
+    only when some augmentation is.
+
+    Args:
+        params: the environment parameters.
+        state: the current batch of states.
+        action_id: ``(B,)`` int64 ids in ``[0, len(DISCRETE_ACTIONS))``.
+        generator: the source of randomness for id 8.
+
+    Returns:
+        ``(B, params.action_dim)`` continuous actions.
+    """
+    dev = state.box.device
+    table = torch.zeros(len(DISCRETE_ACTIONS), 4, device=dev)
+    table[1, 0], table[2, 0], table[3, 1], table[4, 1] = -1.0, 1.0, -1.0, 1.0
+    table[5, 2], table[6, 2] = 1.0, -1.0
+    geo = table[action_id]
+    aug = state.aug.clone()
+    flip_now = action_id == 7
+    aug[:, FLIP] = torch.where(flip_now, 1.0 - aug[:, FLIP], aug[:, FLIP])
+    keep = aug_to_action(aug, params.ranges)
+    fresh = torch.rand(keep.shape, generator=generator, device=generator.device) * 2 - 1
+    aug_action = torch.where((action_id == 8)[:, None], fresh, keep)
+    enabled = [i for i, n in enumerate(AUG_NAMES) if n in params.augmentations]
+    return torch.cat((geo, aug_action[:, enabled]), dim=-1)

@@ -1,0 +1,27 @@
+"""Image sources, annotations and the device-resident image pool."""
+
+from vpt_env.data.annotations import Annotation, Annotations, view_cumulant
+from vpt_env.data.pool import ImagePool
+from vpt_env.data.sources import (
+    ArraySource,
+    FolderSource,
+    ImageReadError,
+    ImageSource,
+    load_images,
+    resolve_source,
+    to_rgb_uint8,
+)
+
+__all__ = [
+    "Annotation",
+    "Annotations",
+    "ArraySource",
+    "FolderSource",
+    "ImagePool",
+    "ImageReadError",
+    "ImageSource",
+    "load_images",
+    "resolve_source",
+    "to_rgb_uint8",
+    "view_cumulant",
+]

@@ -1,0 +1,336 @@
+"""Image sources: the protocol, array and folder readers, and loading into a pool.
+
+Every image becomes RGB uint8 on load, whatever its mode:
+
+* ``L``, ``1``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``: PIL's conversion to RGB;
+* ``LA``, ``RGBA``, ``PA``, ``P`` with transparency: composited onto white;
+* ``I;16`` and other 16-bit modes: scaled by ``255 / 65535``;
+* ``I`` (32-bit) and ``F`` (float): scaled from their own min..max to 0..255.
+
+EXIF orientation is applied. Images whose shorter side is below the view size
+are upsampled (bicubic) so that it equals the view size; images whose longer
+side exceeds ``max_side`` (default :data:`MAX_IMAGE_SIDE`) are downsampled
+(Lanczos) so that it equals ``max_side``. Object boxes are normalised, so they
+survive both.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from vpt_env.data.annotations import Annotation, Annotations
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_SIDE",
+    "ArraySource",
+    "FolderSource",
+    "ImageReadError",
+    "ImageSource",
+    "load_images",
+    "resolve_source",
+    "to_rgb_uint8",
+]
+
+#: Longest image side kept on load, in pixels (larger images are downsampled).
+MAX_IMAGE_SIDE = 1024
+#: File extensions a folder source reads (case-insensitive).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """An image could not be read or converted (raised in strict mode)."""
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """A sequence of images with optional annotations.
+
+    Implement ``__len__``, ``image(i)`` (any array or PIL image; converted on
+    load) and ``annotation(i)`` (an :class:`Annotation`, possibly empty), and
+    set ``classes`` to the names of the annotation space (empty if none).
+    ``name(i)`` is optional and names the image in warnings and errors.
+    """
+
+    classes: Sequence[str]
+
+    def __len__(self) -> int: ...
+
+    def image(self, index: int) -> Any: ...
+
+    def annotation(self, index: int) -> Annotation: ...
+
+
+def _alpha_on_white(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    arr = arr.astype(np.float64)
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if hi <= lo:
+        return np.zeros(arr.shape, np.uint8)
+    return np.round((arr - lo) / (hi - lo) * 255).astype(np.uint8)
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I;16B":
+        arr = np.asarray(img).astype(np.float64)
+        return np.round(arr * (255.0 / 65535.0)).astype(np.uint8)
+    if mode in ("I", "F"):
+        return _scale_to_uint8(np.asarray(img))
+    if mode in ("LA", "RGBA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
+        return np.asarray(_alpha_on_white(img))
+    return np.asarray(img.convert("RGB"))
+
+
+def to_rgb_uint8(image: Any) -> np.ndarray:
+    """Convert a PIL image, numpy array or torch tensor to RGB uint8 ``(H, W, 3)``.
+
+    Arrays may be ``(H, W)``, ``(H, W, 1|3|4)`` or, for torch tensors,
+    ``(1|3|4, H, W)``; dtypes uint8, uint16 (scaled by ``255 / 65535``), bool,
+    or float in ``[0, 1]`` (clipped). Four channels are RGBA, composited onto white.
+
+    Raises:
+        TypeError: for an unsupported type or dtype.
+        ValueError: for an unsupported shape or an empty image.
+    """
+    if isinstance(image, Image.Image):
+        arr = _pil_to_array(image)
+    else:
+        if isinstance(image, torch.Tensor):
+            t = image.detach().cpu()
+            if t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] not in (1, 3, 4):
+                t = t.permute(1, 2, 0)
+            image = t.numpy()
+        if not isinstance(image, np.ndarray):
+            raise TypeError(
+                f"an image must be a PIL image, numpy array or torch tensor, got {type(image).__name__}"
+            )
+        arr = image
+        if arr.dtype == np.bool_:
+            arr = arr.astype(np.uint8) * 255
+        elif arr.dtype == np.uint16:
+            arr = np.round(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+        elif np.issubdtype(arr.dtype, np.floating):
+            arr = np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255).astype(np.uint8)
+        elif arr.dtype != np.uint8:
+            raise TypeError(
+                f"image arrays must be uint8, uint16, bool or float in [0, 1], got dtype {arr.dtype}"
+            )
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        elif arr.ndim == 3 and arr.shape[2] == 4:
+            arr = np.asarray(_alpha_on_white(Image.fromarray(arr, "RGBA")))
+        elif not (arr.ndim == 3 and arr.shape[2] == 3):
+            raise ValueError(
+                f"image arrays must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {arr.shape}"
+            )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"image is empty: shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _fit_size(arr: np.ndarray, min_side: int, max_side: int) -> np.ndarray:
+    h, w = arr.shape[:2]
+    scale = 1.0
+    if max(h, w) > max_side:
+        scale = max_side / max(h, w)
+    if min(h, w) * scale < min_side:
+        scale = min_side / min(h, w)
+    if scale == 1.0:
+        return arr
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(arr).resize(size, resample))
+
+
+class ArraySource:
+    """Images given as arrays or tensors, with optional labels.
+
+    Args:
+        images: a sequence of images (anything :func:`to_rgb_uint8` takes), or
+            one array/tensor batch ``(N, H, W[, C])`` or ``(N, C, H, W)``.
+        labels: optional ``(N,)`` class indices.
+        classes: names of the classes (default ``"0"``, ``"1"``, ...).
+    """
+
+    def __init__(
+        self,
+        images: Sequence[Any] | np.ndarray | torch.Tensor,
+        labels: Sequence[int] | np.ndarray | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        if isinstance(images, np.ndarray | torch.Tensor) and images.ndim in (3, 4):
+            images = list(images)
+        if not isinstance(images, Sequence) or isinstance(images, str | bytes):
+            raise TypeError(f"images must be a sequence of arrays, got {type(images).__name__}")
+        self._images = images
+        self._labels = None if labels is None else [int(v) for v in labels]
+        if self._labels is not None and len(self._labels) != len(images):
+            raise ValueError(f"labels has {len(self._labels)} entries for {len(images)} images")
+        if classes is None:
+            n = max(self._labels, default=-1) + 1 if self._labels else 0
+            classes = [str(i) for i in range(n)]
+        self.classes = list(classes)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def image(self, index: int) -> Any:
+        return self._images[index]
+
+    def annotation(self, index: int) -> Annotation:
+        return Annotation(label=None if self._labels is None else self._labels[index])
+
+    def name(self, index: int) -> str:
+        return f"image {index}"
+
+
+class FolderSource:
+    """Every image file under a folder, recursively, in sorted path order.
+
+    Reads files whose extension is in :data:`IMAGE_EXTENSIONS` (any case);
+    hidden files and folders are skipped. No annotations.
+
+    Args:
+        root: the folder.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"source folder {str(self.root)!r} does not exist or is not a folder")
+        self.paths = sorted(
+            p
+            for p in self.root.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
+        )
+        if not self.paths:
+            raise ValueError(
+                f"source folder {str(self.root)!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+            )
+        self.classes: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> Image.Image:
+        with Image.open(self.paths[index]) as img:
+            img.load()
+            return img
+
+    def annotation(self, index: int) -> Annotation:
+        return Annotation()
+
+    def name(self, index: int) -> str:
+        return str(self.paths[index])
+
+
+def resolve_source(source: Any) -> ImageSource:
+    """Turn the ``source=`` argument of an env into an :class:`ImageSource`.
+
+    Accepts None or an embedded dataset name (``"photos"``), a folder path, a
+    sequence of arrays/tensors/PIL images, an array batch, or an object
+    implementing :class:`ImageSource`.
+    """
+    from vpt_env.data.embedded import EMBEDDED, embedded_source
+
+    if source is None:
+        return embedded_source("photos")
+    if isinstance(source, str) and source in EMBEDDED:
+        return embedded_source(source)
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if not path.exists():
+            raise ValueError(
+                f"source {str(source)!r} is neither an embedded dataset {sorted(EMBEDDED)} "
+                "nor an existing folder"
+            )
+        return FolderSource(path)
+    if isinstance(source, ImageSource):
+        return source
+    if isinstance(source, np.ndarray | torch.Tensor) or (
+        isinstance(source, Sequence) and not isinstance(source, str | bytes)
+    ):
+        return ArraySource(source)
+    raise TypeError(
+        "source must be None, an embedded dataset name, a folder path, a sequence of "
+        f"arrays, or an ImageSource, got {type(source).__name__}"
+    )
+
+
+def _iter_readable(
+    src: ImageSource, strict: bool, min_side: int, max_side: int
+) -> Iterator[tuple[np.ndarray, Annotation]]:
+    bad: list[str] = []
+    for i in range(len(src)):
+        name = src.name(i) if hasattr(src, "name") else f"image {i}"
+        try:
+            arr = _fit_size(to_rgb_uint8(src.image(i)), min_side, max_side)
+            ann = src.annotation(i)
+        except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as err:
+            if strict:
+                raise ImageReadError(f"cannot read {name}: {err}") from err
+            bad.append(f"{name} ({type(err).__name__}: {err})")
+            continue
+        yield arr, ann
+    if bad:
+        warnings.warn(
+            f"skipped {len(bad)} unreadable image(s) of {len(src)}; first: {bad[0]}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def load_images(
+    source: Any,
+    min_side: int = 1,
+    max_side: int = MAX_IMAGE_SIDE,
+    strict: bool = False,
+) -> tuple[list[np.ndarray], Annotations]:
+    """Read every image of a source as RGB uint8, with its annotations.
+
+    Args:
+        source: anything :func:`resolve_source` takes.
+        min_side: upsample images whose shorter side is below this.
+        max_side: downsample images whose longer side is above this.
+        strict: raise :class:`ImageReadError` naming the first unreadable
+            image instead of skipping it (skipped images are counted in one
+            ``RuntimeWarning``).
+
+    Returns:
+        The images and their :class:`Annotations`.
+
+    Raises:
+        ValueError: if no image could be read.
+    """
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 8:
+        raise ValueError(f"max_image_side must be an int >= 8, got {max_side!r}")
+    if min_side > max_side:
+        raise ValueError(f"max_image_side ({max_side}) must be at least the view size ({min_side})")
+    src = resolve_source(source)
+    images: list[np.ndarray] = []
+    anns: list[Annotation] = []
+    for arr, ann in _iter_readable(src, strict, min_side, max_side):
+        images.append(arr)
+        anns.append(ann)
+    if not images:
+        raise ValueError(f"source holds no readable image ({len(src)} tried)")
+    return images, Annotations(anns, getattr(src, "classes", ()))

@@ -1,0 +1,352 @@
+"""``ImageView-v0`` and ``ImageViewDiscrete-v0``: one view of an image, moved by actions."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+from PIL import Image, ImageDraw
+
+from vpt_env.core.augment import AUG_DIM, AUG_NAMES
+from vpt_env.core.dynamics import DISCRETE_ACTIONS, discrete_to_action, reset_state, step_state
+from vpt_env.core.render import render, to_uint8
+from vpt_env.core.state import DEFAULT_AUG_RANGES, EnvParams, ViewState
+from vpt_env.data.annotations import view_cumulant
+from vpt_env.data.pool import ImagePool
+from vpt_env.data.sources import MAX_IMAGE_SIDE, load_images
+from vpt_env.rewards.base import check_reward_output, make_reward
+
+__all__ = ["ImageViewDiscreteEnv", "ImageViewEnv"]
+
+OBS_MODES = ("view", "dict")
+#: Longest side of the frame returned by ``render()`` in ``"rgb_array"`` mode.
+RENDER_SIDE = 512
+
+
+class ImageViewEnv(gym.Env[Any, np.ndarray]):
+    """A view of an image that actions pan, zoom, stretch and augment.
+
+    ## Description
+
+    The image-view MDP of visual pre-training as reinforcement learning: the
+    state is an image, a box on it and the augmentation of the view; the
+    observation is the view, ``aug(resize(crop(image, box), S x S))``; actions
+    move the box relative to itself and set the next view's augmentation.
+    Each episode starts on an image drawn uniformly from the source. Rewards
+    come from the image's annotations (labels, object boxes) or any function.
+
+    ## Action Space
+
+    ``Box(-1, 1, (4 + A,), float32)``: pan x and pan y (in units of the
+    current box's width/height, times ``max_pan``), log-zoom (positive zooms
+    in: the box's sides shrink by ``exp(max_log_zoom * a)``), log-aspect
+    (positive widens, times ``max_log_aspect``), then one entry per enabled
+    augmentation (``augmentations``, default all of brightness, contrast,
+    saturation, hue, grayscale, flip, blur), mapped affinely from ``[-1, 1]``
+    onto its range; grayscale and flip are on when their entry is positive.
+    Finite actions outside ``[-1, 1]`` are clipped; NaN or infinite actions
+    raise ``ValueError``.
+
+    ## Observation Space
+
+    ``obs_mode="view"`` (default): ``Box(0, 255, (S, S, 3), uint8)``, the view,
+    ``S = view_size`` (default 64). ``obs_mode="dict"``: ``Dict(view=...,
+    box=Box(0, 1, (4,), float32), aug=Box(low, high, (7,), float32))`` adding the
+    normalised box ``(x0, y0, x1, y1)`` and the augmentation vector.
+
+    ## Rewards
+
+    ``reward="zero"`` (default) gives 0; ``"label"`` 1 when the image's label is
+    ``target``; ``"coverage"`` the fraction of the ``target`` class's boxes
+    inside the view; any :class:`~vpt_env.rewards.RewardFn` callable or
+    ``"module:function"`` string is computed on the rendered next views.
+
+    ## Starting State
+
+    A uniformly drawn image (or ``options={"image_index": i}``), a
+    RandomResizedCrop box (area fraction ``init_scale``, pixel aspect
+    ``init_ratio``) and identity augmentation (random if ``random_initial_aug``).
+
+    ## Episode End
+
+    Never terminates; truncated by the ``TimeLimit`` wrapper after
+    ``max_episode_steps`` (100 at registration).
+
+    ## Arguments
+
+    * ``source``: None (the embedded photos), an embedded dataset name, a
+      folder, a sequence of arrays, or an ``ImageSource``.
+    * ``reward``, ``target``, ``reward_kwargs``: the reward (see Rewards).
+    * ``obs_mode``: ``"view"`` or ``"dict"``. ``render_mode``: None or ``"rgb_array"``.
+    * ``params``: an :class:`~vpt_env.core.state.EnvParams`, or its fields as
+      keywords (``view_size``, ``max_pan``, ``max_log_zoom``, ``max_log_aspect``,
+      ``min_box_size``, ``max_aspect``, ``init_scale``, ``init_ratio``,
+      ``augmentations``, ``aug_ranges``, ``random_initial_aug``, ``interpolation``).
+    * ``max_image_side``: longer sides above this are downsampled on load (1024).
+    * ``strict``: raise on the first unreadable image instead of skipping it.
+    * ``device``: torch device of the image pool and the rendering (``"cpu"``).
+
+    ``info`` holds ``image_index``, ``box``, ``aug`` and, when the source has
+    an annotation space, ``cumulant``: the distribution over its classes met
+    in the view (object classes weighted by the fraction of each box inside
+    the view; all zeros when none is).
+
+    ## Version History
+
+    * v0: initial release.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import vpt_env
+        >>> env = gym.make("ImageView-v0", reward="coverage", target="cat")
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape, obs.dtype
+        ((64, 64, 3), dtype('uint8'))
+        >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        >>> 0.0 <= reward <= 1.0, sorted(info)
+        (True, ['aug', 'box', 'cumulant', 'image_index'])
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        source: Any = None,
+        *,
+        reward: Any = "zero",
+        target: int | str | None = None,
+        reward_kwargs: dict[str, Any] | None = None,
+        obs_mode: str = "view",
+        render_mode: str | None = None,
+        params: EnvParams | None = None,
+        max_image_side: int = MAX_IMAGE_SIDE,
+        strict: bool = False,
+        device: str | torch.device = "cpu",
+        **param_kwargs: Any,
+    ) -> None:
+        unknown = sorted(set(param_kwargs) - set(EnvParams.field_names()))
+        if unknown:
+            accepted = sorted(
+                {"source", "reward", "target", "reward_kwargs", "obs_mode", "render_mode",
+                 "params", "max_image_side", "strict", "device", *EnvParams.field_names()}
+            )
+            raise TypeError(f"unknown keyword argument(s) {unknown}; accepted: {accepted}")
+        if params is not None and param_kwargs:
+            raise TypeError("pass either params= or EnvParams fields as keywords, not both")
+        if params is not None and not isinstance(params, EnvParams):
+            raise TypeError(f"params must be an EnvParams, got {type(params).__name__}")
+        self.params = params if params is not None else EnvParams(**param_kwargs)
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
+        if reward_kwargs is not None and not isinstance(reward_kwargs, dict):
+            raise TypeError(f"reward_kwargs must be a dict, got {type(reward_kwargs).__name__}")
+        self.obs_mode = obs_mode
+        self.render_mode = render_mode
+        self.device = torch.device(device)
+        images, annotations = load_images(
+            source, min_side=self.params.view_size, max_side=max_image_side, strict=strict
+        )
+        self.pool = ImagePool(
+            images, annotations, device=self.device,
+            keep_float=self.params.interpolation == "bilinear",
+        )
+        self.reward_fn = make_reward(reward, self.pool.annotations, target=target,
+                                     **(reward_kwargs or {}))
+        s = self.params.view_size
+        view_space = spaces.Box(0, 255, (s, s, 3), np.uint8)
+        if obs_mode == "dict":
+            ranges = {**DEFAULT_AUG_RANGES, **self.params.ranges}
+            lo = np.array([ranges[n][0] for n in AUG_NAMES], np.float32)
+            hi = np.array([ranges[n][1] for n in AUG_NAMES], np.float32)
+            self.observation_space = spaces.Dict(
+                {
+                    "view": view_space,
+                    "box": spaces.Box(0.0, 1.0, (4,), np.float32),
+                    "aug": spaces.Box(lo, hi, (AUG_DIM,), np.float32),
+                }
+            )
+        else:
+            self.observation_space = view_space
+        self.action_space = self._make_action_space()
+        self._generator = torch.Generator(device=self.device)
+        self._seeded = False
+        self._state: ViewState | None = None
+        self._views: torch.Tensor | None = None
+
+    # -- spaces and action mapping --------------------------------------------
+
+    def _make_action_space(self) -> spaces.Space:
+        return spaces.Box(-1.0, 1.0, (self.params.action_dim,), np.float32)
+
+    def _continuous_action(self, action: Any, state: ViewState) -> torch.Tensor:
+        arr = np.asarray(action, dtype=np.float64)
+        if arr.shape != self.action_space.shape:
+            raise ValueError(
+                f"action must have shape {self.action_space.shape}, got {arr.shape}"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"action must be finite, got {arr.tolist()}")
+        arr = np.clip(arr, -1.0, 1.0)  # finite actions outside the space are clipped
+        return torch.as_tensor(arr, dtype=torch.float32, device=self.device)[None]
+
+    # -- Gymnasium API ----------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Start an episode on a random image (``options={"image_index": i}`` picks one)."""
+        super().reset(seed=seed)
+        if seed is not None or not self._seeded:
+            # Gymnasium seeds np_random (from OS entropy when seed is None); the
+            # torch generator that drives the core is derived from it.
+            self._generator.manual_seed(int(self.np_random.integers(0, 2**63 - 1)))
+            self._seeded = True
+        options = dict(options or {})
+        image_index = options.pop("image_index", None)
+        if options:
+            raise ValueError(f"unknown reset option(s) {sorted(options)}; accepted: ['image_index']")
+        n = len(self.pool)
+        if image_index is None:
+            image = torch.randint(0, n, (1,), generator=self._generator, device=self.device)
+        else:
+            if isinstance(image_index, bool) or not isinstance(image_index, int | np.integer):
+                raise TypeError(f"options['image_index'] must be an int, got {type(image_index).__name__}")
+            if not 0 <= int(image_index) < n:
+                raise ValueError(f"options['image_index'] must be in [0, {n}), got {image_index}")
+            image = torch.tensor([int(image_index)], device=self.device)
+        self._state = reset_state(self.params, self.pool.image_hw, self._generator, image)
+        self._views = render(self.pool, self._state, self.params)
+        return self._observation(), self._info()
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Move the view; returns ``(obs, reward, terminated, truncated, info)``."""
+        if self._state is None:
+            raise ResetNeeded("Cannot call env.step() before calling env.reset()")
+        cont = self._continuous_action(action, self._state)
+        self._state = step_state(self.params, self._state, cont, self.pool.image_hw)
+        self._views = render(self.pool, self._state, self.params)
+        nchw = self._views.permute(0, 3, 1, 2)
+        out = self.reward_fn(nchw, self._state, self.pool.annotations)
+        reward = check_reward_output(self.reward_fn, out, 1, self.device)
+        return self._observation(), float(reward[0]), False, False, self._info()
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        """The whole image with the current view's box drawn (``"rgb_array"`` mode)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+            return None
+        if self._state is None:
+            raise ResetNeeded("Cannot call env.render() before calling env.reset()")
+        return draw_box(self.pool, int(self._state.image[0]), self._state.box[0].tolist())
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _observation(self) -> Any:
+        assert self._views is not None and self._state is not None
+        view = to_uint8(self._views[0]).cpu().numpy()
+        if self.obs_mode == "view":
+            return view
+        return {
+            "view": view,
+            "box": self._state.box[0].cpu().numpy().astype(np.float32),
+            "aug": self._state.aug[0].cpu().numpy().astype(np.float32),
+        }
+
+    def _info(self) -> dict[str, Any]:
+        assert self._state is not None
+        info: dict[str, Any] = {
+            "image_index": int(self._state.image[0]),
+            "box": self._state.box[0].cpu().numpy().astype(np.float32),
+            "aug": self._state.aug[0].cpu().numpy().astype(np.float32),
+        }
+        if self.pool.annotations.num_classes:
+            info["cumulant"] = (
+                view_cumulant(self.pool.annotations, self._state.image, self._state.box)[0]
+                .cpu().numpy()
+            )
+        return info
+
+    @property
+    def state(self) -> ViewState | None:
+        """The current batch-of-one :class:`ViewState` (None before reset)."""
+        return self._state
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["_generator"] = (str(self._generator.device), self._generator.get_state())
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        device, gen_state = d["_generator"]
+        gen = torch.Generator(device=device)
+        gen.set_state(gen_state)
+        d["_generator"] = gen
+        self.__dict__.update(d)
+
+
+class ImageViewDiscreteEnv(ImageViewEnv):
+    """``ImageView-v0`` with a small discrete action set (``ImageViewDiscrete-v0``).
+
+    ## Action Space
+
+    ``Discrete(9)``: 0 no-op, 1 pan left, 2 pan right, 3 pan up, 4 pan down
+    (each by ``max_pan`` box sides), 5 zoom in, 6 zoom out (by
+    ``exp(max_log_zoom)``), 7 toggle the horizontal flip, 8 draw a new random
+    augmentation. Each id maps onto a vector of ``ImageView-v0``'s continuous
+    action space (:func:`vpt_env.core.dynamics.discrete_to_action`), so both
+    envs share one transition; augmentations not changed by the action keep
+    their current value. Ids outside ``[0, 9)`` raise ``ValueError``.
+
+    Everything else (observations, rewards, arguments, episode end) is as in
+    :class:`ImageViewEnv`.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import vpt_env
+        >>> env = gym.make("ImageViewDiscrete-v0")
+        >>> obs, info = env.reset(seed=0)
+        >>> box0 = info["box"]
+        >>> obs, reward, terminated, truncated, info = env.step(5)  # zoom in
+        >>> bool((info["box"][2] - info["box"][0]) < (box0[2] - box0[0]))
+        True
+    """
+
+    def _make_action_space(self) -> spaces.Space:
+        return spaces.Discrete(len(DISCRETE_ACTIONS))
+
+    def _continuous_action(self, action: Any, state: ViewState) -> torch.Tensor:
+        arr = np.asarray(action)
+        if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"action must be an integer id in [0, {len(DISCRETE_ACTIONS)}), got {action!r}")
+        if not 0 <= int(arr) < len(DISCRETE_ACTIONS):
+            raise ValueError(f"action must be in [0, {len(DISCRETE_ACTIONS)}), got {int(arr)}")
+        ids = torch.tensor([int(arr)], device=self.device)
+        return discrete_to_action(self.params, state, ids, self._generator)
+
+
+def draw_box(pool: ImagePool, image: int, box: list[float], side: int = RENDER_SIDE) -> np.ndarray:
+    """The image (longer side at most ``side``) with a normalised box outlined in red."""
+    h, w = (int(v) for v in pool.image_hw[image])
+    level = max(0, math.ceil(math.log2(max(h, w) / side))) if max(h, w) > side else 0
+    frame = Image.fromarray(pool.image(image, level))
+    if max(frame.size) > side:
+        scale = side / max(frame.size)
+        frame = frame.resize((max(1, round(frame.width * scale)), max(1, round(frame.height * scale))))
+    fw, fh = frame.size
+    x0, y0, x1, y1 = box
+    width = max(2, round(max(fw, fh) / 128))
+    ImageDraw.Draw(frame).rectangle(
+        (x0 * fw, y0 * fh, x1 * fw - 1, y1 * fh - 1), outline=(255, 0, 0), width=width
+    )
+    return np.asarray(frame)
