@@ -1,0 +1,554 @@
+"""Image sources: folder reading in every PIL mode, arrays, custom sources, the embedded photos.
+
+Every image must come out RGB uint8 ``(H, W, 3)`` (see :mod:`vpt_env.data.sources`).
+Files in the test folder have distinct sizes, so that the loaded order can be
+checked against the expected sorted recursive order by shape alone.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vpt_env  # noqa: F401  (registers the envs)
+from vpt_env.data import (
+    Annotation,
+    ArraySource,
+    FolderSource,
+    ImageReadError,
+    ImageSource,
+    load_images,
+    resolve_source,
+    to_rgb_uint8,
+)
+from vpt_env.data.embedded import PhotoSource
+
+RGB = (30, 120, 210)
+PALETTE = (200, 30, 40, 5, 6, 7)  # index 0 -> (200, 30, 40), index 1 -> (5, 6, 7)
+
+
+def _size(i: int) -> tuple[int, int]:
+    """(width, height) of the i-th file in sorted order: all distinct, all landscape."""
+    h = 10 + i
+    return 2 * h + 1, h
+
+
+def _palette_image(size: tuple[int, int]) -> Image.Image:
+    w, h = size
+    idx = np.zeros((h, w), np.uint8)
+    idx[:, w // 2 :] = 1  # left half index 0, right half index 1
+    img = Image.frombytes("P", (w, h), idx.tobytes())
+    img.putpalette(list(PALETTE))
+    return img
+
+
+def _write_folder(root: Path) -> list[str]:
+    """Write the mixed-mode folder; return the image paths (relative) in expected load order."""
+    (root / "a_sub" / "deeper").mkdir(parents=True)
+    (root / "b_sub").mkdir()
+    (root / ".cache").mkdir()
+    order: list[str] = []
+
+    def save(rel: str, img: Image.Image, **kw: object) -> None:
+        w, h = _size(len(order))
+        assert img.size == (w, h), (rel, img.size, (w, h))
+        img.save(root / rel, **kw)
+        order.append(rel)
+
+    def size() -> tuple[int, int]:
+        return _size(len(order))
+
+    save("00_L.png", Image.new("L", size(), 77))
+    w, h = size()
+    grey = Image.new("L", (w, h), 10)
+    alpha = Image.new("L", (w, h), 0)
+    alpha.paste(255, (w // 2, 0, w, h))  # left half transparent, right half opaque
+    save("01_LA.png", Image.merge("LA", (grey, alpha)))
+    save("02_rgb.jpg", Image.new("RGB", size(), RGB), quality=95)
+    save("03_rgb.png", Image.new("RGB", size(), RGB))
+    save("04_rgb.webp", Image.new("RGB", size(), RGB), lossless=True)
+    save("05_rgb.bmp", Image.new("RGB", size(), RGB))
+    save("06_rgb.tiff", Image.new("RGB", size(), RGB))
+    save("07_upper.PNG", Image.new("RGB", size(), RGB))
+    save("a_sub/08_P.png", _palette_image(size()))
+    save("a_sub/09_P_transparent.png", _palette_image(size()), transparency=1)
+    w, h = size()
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)
+    rgba[:, : w // 3, 3] = 0  # transparent -> white
+    rgba[:, w // 3 : 2 * w // 3, 3] = 128  # half transparent
+    rgba[:, 2 * w // 3 :, 3] = 255  # opaque
+    save("a_sub/deeper/10_RGBA.png", Image.fromarray(rgba))
+    save("b_sub/11_CMYK.jpg", Image.new("CMYK", size(), (0, 255, 255, 0)), quality=95)  # red
+    w, h = size()
+    ramp = np.round(np.linspace(0, 65535, w)).astype(np.uint16)
+    ramp[w // 2] = 32768
+    save("b_sub/12_I16.png", Image.fromarray(np.tile(ramp, (h, 1))))
+    # Not read: non-image files, hidden files and folders.
+    (root / "notes.txt").write_text("not an image")
+    (root / "b_sub" / "labels.json").write_text("{}")
+    Image.new("RGB", (5, 5), (1, 2, 3)).save(root / ".hidden.png")
+    Image.new("RGB", (6, 6), (1, 2, 3)).save(root / ".cache" / "13_cached.png")
+    return order
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> tuple[Path, list[str]]:
+    root = tmp_path / "images"
+    root.mkdir()
+    return root, _write_folder(root)
+
+
+def _by_name(root: Path) -> dict[str, np.ndarray]:
+    """Loaded images keyed by file name (independent of the order check)."""
+    images, _ = load_images(root)
+    paths = FolderSource(root).paths
+    assert len(images) == len(paths)
+    return {p.name: im for p, im in zip(paths, images, strict=True)}
+
+
+def _assert_rgb_uint8(im: np.ndarray) -> None:
+    assert isinstance(im, np.ndarray)
+    assert im.dtype == np.uint8
+    assert im.ndim == 3 and im.shape[2] == 3
+
+
+# -- folders ---------------------------------------------------------------------------
+
+
+def test_folder_loads_every_mode_as_rgb_uint8_in_sorted_recursive_order(folder):
+    root, order = folder
+    images, anns = load_images(root)
+    assert len(images) == len(order) == 13
+    for im in images:
+        _assert_rgb_uint8(im)
+    # Distinct sizes identify the files: the order is sorted by path, recursively.
+    expected = [(_size(i)[1], _size(i)[0], 3) for i in range(len(order))]
+    assert [im.shape for im in images] == expected
+    assert len(anns) == 13 and anns.num_classes == 0 and not anns.has_boxes
+    # Hidden and non-image files are not listed; the uppercase extension is.
+    src = FolderSource(root)
+    assert [p.relative_to(root).as_posix() for p in src.paths] == order
+    assert resolve_source(str(root)).paths == src.paths
+
+
+def test_folder_pixel_values_per_mode(folder):
+    root, _ = folder
+    ims = _by_name(root)
+
+    grey = ims["00_L.png"]
+    assert (grey == 77).all()  # L value v -> (v, v, v)
+
+    la = ims["01_LA.png"]
+    w = la.shape[1]
+    assert (la[:, : w // 2] == 255).all()  # alpha 0 -> white
+    assert (la[:, w // 2 :] == 10).all()  # opaque grey 10 -> (10, 10, 10)
+
+    for name, tol in [
+        ("02_rgb.jpg", 4),
+        ("03_rgb.png", 0),
+        ("04_rgb.webp", 0),
+        ("05_rgb.bmp", 0),
+        ("06_rgb.tiff", 0),
+        ("07_upper.PNG", 0),
+    ]:
+        diff = np.abs(ims[name].astype(int) - np.array(RGB)).max()
+        assert diff <= tol, (name, diff)
+
+    pal = ims["08_P.png"]
+    w = pal.shape[1]
+    assert (pal[:, : w // 2] == PALETTE[:3]).all()
+    assert (pal[:, w // 2 :] == PALETTE[3:]).all()
+
+    pal_t = ims["09_P_transparent.png"]
+    w = pal_t.shape[1]
+    assert (pal_t[:, : w // 2] == PALETTE[:3]).all()  # palette colour comes through
+    assert (pal_t[:, w // 2 :] == 255).all()  # transparent index -> white
+
+    rgba = ims["10_RGBA.png"]
+    w = rgba.shape[1]
+    assert (rgba[:, : w // 3] == 255).all()  # alpha 0 -> white
+    assert (rgba[:, 2 * w // 3 :] == (10, 20, 30)).all()  # opaque
+    mid = rgba[:, w // 3 : 2 * w // 3].astype(float)
+    a = 128 / 255
+    expected = a * np.array([10, 20, 30]) + (1 - a) * 255  # composited onto white
+    assert np.abs(mid - expected).max() <= 1.5
+
+    cmyk = ims["11_CMYK.jpg"].astype(int)
+    assert np.abs(cmyk - (255, 0, 0)).max() <= 8  # CMYK (0, 255, 255, 0) is red
+
+    i16 = ims["12_I16.png"]
+    _assert_rgb_uint8(i16)
+    w = i16.shape[1]
+    assert (i16[:, 0] == 0).all()  # 0 -> 0
+    assert (i16[:, -1] == 255).all()  # 65535 -> 255
+    assert (i16[:, w // 2] == 128).all()  # 32768 * 255 / 65535 = 127.5 -> 128
+    assert (np.diff(i16[0, :, 0].astype(int)) >= 0).all()  # the gradient is kept, not re-normalised
+    assert (i16[..., 0] == i16[..., 1]).all() and (i16[..., 1] == i16[..., 2]).all()
+
+
+def test_i16_constant_image_is_scaled_not_normalised(tmp_path):
+    """A uniform 16-bit image keeps its brightness (no min..max stretch)."""
+    for value, expected in [(65535, 255), (0, 0), (257 * 40, 40)]:
+        sub = tmp_path / f"c{value}"
+        sub.mkdir()
+        Image.fromarray(np.full((12, 20), value, np.uint16)).save(sub / "flat.png")
+        (im,), _ = load_images(sub)
+        assert im.shape == (12, 20, 3) and im.dtype == np.uint8
+        assert (im == expected).all(), (value, np.unique(im))
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "expected"),
+    [
+        ("I;16", np.array([[0, 32768, 65535]], np.uint16), [0, 128, 255]),
+        ("I", np.array([[-10, 0, 10]], np.int32), [0, 128, 255]),  # 32-bit: own min..max
+        ("F", np.array([[2.0, 3.0, 4.0]], np.float32), [0, 128, 255]),
+    ],
+)
+def test_pil_high_bit_depth_modes_become_rgb(mode, values, expected):
+    img = Image.fromarray(values)
+    assert img.mode == mode
+    out = to_rgb_uint8(img)
+    assert out.shape == (1, 3, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0], np.repeat(np.array(expected)[:, None], 3, axis=1))
+
+
+def test_folder_through_env_upsamples_small_images(folder):
+    root, order = folder
+    env = gym.make("ImageView-v0", source=str(root), view_size=32)
+    pool = env.unwrapped.pool
+    assert len(pool) == len(order)
+    for i in range(len(pool)):
+        im = pool.image(i)
+        _assert_rgb_uint8(im)
+        h, w = im.shape[:2]
+        w0, h0 = _size(i)
+        assert min(h, w) == 32  # every test image is smaller than the view: shorter side -> view_size
+        assert abs(w - w0 * 32 / h0) <= 1  # aspect kept
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (32, 32, 3) and obs.dtype == np.uint8
+    env.close()
+
+
+def test_max_side_caps_the_longer_side(tmp_path):
+    Image.new("RGB", (300, 150), RGB).save(tmp_path / "big.png")
+    Image.new("RGB", (90, 200), RGB).save(tmp_path / "tall.png")
+    images, _ = load_images(tmp_path, max_side=100)
+    assert [im.shape for im in images] == [(50, 100, 3), (100, 45, 3)]
+    assert np.abs(images[0].astype(int) - RGB).max() <= 1
+    # Default cap: 1024; smaller images are untouched.
+    images, _ = load_images(tmp_path)
+    assert [im.shape for im in images] == [(150, 300, 3), (200, 90, 3)]
+    # Through the env's max_image_side=.
+    env = gym.make("ImageView-v0", source=tmp_path, max_image_side=100, view_size=16)
+    hw = env.unwrapped.pool.image_hw.cpu().tolist()
+    assert hw == [[50.0, 100.0], [100.0, 45.0]]
+    env.close()
+    with pytest.raises(ValueError, match="max_image_side"):
+        gym.make("ImageView-v0", source=tmp_path, max_image_side=16, view_size=32)
+
+
+def test_max_side_cap_on_a_large_array():
+    big = np.zeros((1100, 2200, 3), np.uint8)
+    (im,), _ = load_images([big])
+    assert im.shape == (512, 1024, 3)  # default MAX_IMAGE_SIDE
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 20, 20))  # left half red, right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    (im,), _ = load_images(tmp_path)
+    assert im.shape == (40, 20, 3)  # transposed from the stored (20, 40)
+    # Clockwise: the stored left column becomes the top row.
+    assert np.abs(im[5, 10].astype(int) - (255, 0, 0)).max() <= 10
+    assert np.abs(im[35, 10].astype(int) - (0, 0, 255)).max() <= 10
+
+
+# -- unreadable files ------------------------------------------------------------------
+
+
+def _write_corrupt(root: Path) -> list[Path]:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), RGB).save(buf, "JPEG")
+    data = buf.getvalue()
+    bad = [root / "a_truncated.jpg", root / "b_garbage.png"]
+    bad[0].write_bytes(data[: len(data) // 2])
+    bad[1].write_bytes(b"this is not a png at all" * 10)
+    return bad
+
+
+def _runtime_warnings(record: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
+
+
+def test_unreadable_files_are_skipped_with_one_warning(tmp_path):
+    bad = _write_corrupt(tmp_path)
+    Image.new("RGB", (24, 16), RGB).save(tmp_path / "c_good.png")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        images, _ = load_images(tmp_path)
+    assert [im.shape for im in images] == [(16, 24, 3)]
+    msgs = _runtime_warnings(record)
+    assert len(msgs) == 1, msgs
+    assert re.search(r"\b2\b", msgs[0].replace(str(tmp_path), "")), msgs[0]  # the count
+    assert str(bad[0]) in msgs[0] or str(bad[1]) in msgs[0]
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        env = gym.make("ImageView-v0", source=tmp_path, view_size=16)
+    assert len(env.unwrapped.pool) == 1
+    msgs = _runtime_warnings(record)
+    assert len(msgs) == 1, msgs
+    assert re.search(r"\b2\b", msgs[0].replace(str(tmp_path), "")), msgs[0]
+    env.close()
+
+
+def test_strict_raises_image_read_error_naming_the_file(tmp_path):
+    bad = _write_corrupt(tmp_path)
+    Image.new("RGB", (24, 16), RGB).save(tmp_path / "c_good.png")
+    assert issubclass(ImageReadError, ValueError)
+    with pytest.raises(ImageReadError) as info:
+        load_images(tmp_path, strict=True)
+    assert str(bad[0]) in str(info.value)  # the first unreadable file in sorted order
+    with pytest.raises(ValueError, match=re.escape(str(bad[0]))):
+        gym.make("ImageView-v0", source=tmp_path, strict=True, view_size=16)
+
+
+def test_folder_with_only_corrupt_files(tmp_path):
+    _write_corrupt(tmp_path)
+    with pytest.warns(RuntimeWarning, match=r"2 unreadable"), pytest.raises(ValueError) as info:
+        load_images(tmp_path)
+    assert "no readable image" in str(info.value)
+    assert not isinstance(info.value, ImageReadError) or "cannot read" in str(info.value)
+
+
+def test_empty_and_missing_folders(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no image files") as info:
+        load_images(empty)
+    assert str(empty) in str(info.value)
+
+    text_only = tmp_path / "text_only"
+    (text_only / "sub").mkdir(parents=True)
+    (text_only / "a.txt").write_text("x")
+    (text_only / "sub" / "b.csv").write_text("1,2")
+    Image.new("RGB", (8, 8)).save(text_only / ".hidden.png")  # hidden: does not count
+    with pytest.raises(ValueError, match="no image files"):
+        load_images(text_only)
+
+    missing = tmp_path / "does_not_exist"
+    with pytest.raises(ValueError) as info:
+        load_images(missing)
+    assert str(missing) in str(info.value)
+    assert "photos" in str(info.value)  # names what else source= could be
+    with pytest.raises(ValueError, match="does_not_exist"):
+        gym.make("ImageView-v0", source=str(missing))
+
+    with pytest.raises(TypeError, match="source must be"):
+        load_images(42)
+
+
+# -- arrays and tensors ----------------------------------------------------------------
+
+
+def test_to_rgb_uint8_array_layouts_and_dtypes(device):
+    v = np.full((6, 9), 77, np.uint8)
+    for arr in (v, v[:, :, None]):
+        out = to_rgb_uint8(arr)
+        assert out.shape == (6, 9, 3) and out.dtype == np.uint8 and (out == 77).all()
+
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(to_rgb_uint8(rgb), rgb)
+
+    rgba = np.zeros((6, 9, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)
+    rgba[:3, :, 3] = 255
+    out = to_rgb_uint8(rgba)
+    assert out.shape == (6, 9, 3)
+    assert (out[:3] == (10, 20, 30)).all() and (out[3:] == 255).all()
+
+    u16 = np.array([[0, 65535, 32768]], np.uint16)
+    np.testing.assert_array_equal(to_rgb_uint8(u16)[..., 0], [[0, 255, 128]])
+
+    b = np.array([[True, False]])
+    np.testing.assert_array_equal(to_rgb_uint8(b)[0], [[255] * 3, [0] * 3])
+
+    f = np.array([[0.0, 0.5, 1.0, 1.5, -0.25]], np.float32)
+    np.testing.assert_array_equal(to_rgb_uint8(f)[0, :, 0], [0, 128, 255, 255, 0])
+
+    chw = torch.zeros(3, 12, 20, dtype=torch.uint8, device=device)
+    chw[0], chw[1], chw[2] = 10, 20, 30
+    out = to_rgb_uint8(chw)
+    assert out.shape == (12, 20, 3) and (out == (10, 20, 30)).all()
+    out = to_rgb_uint8(torch.full((1, 12, 20), 0.5, device=device))
+    assert out.shape == (12, 20, 3) and (out == 128).all()
+
+
+@pytest.mark.parametrize(
+    ("arr", "error"),
+    [
+        (np.zeros((6, 9), np.int64), TypeError),
+        (np.zeros((6, 9, 3), np.int32), TypeError),
+        (np.zeros((6, 9, 2), np.uint8), ValueError),
+        (np.zeros((6, 9, 5), np.uint8), ValueError),
+        (np.zeros((2, 6, 9, 3), np.uint8), ValueError),
+        (np.zeros((9,), np.uint8), ValueError),
+        (np.zeros((0, 9, 3), np.uint8), ValueError),
+        ("not an image", TypeError),
+    ],
+)
+def test_to_rgb_uint8_rejects(arr, error):
+    with pytest.raises(error):
+        to_rgb_uint8(arr)
+
+
+def test_array_source_list_through_load_images(device):
+    images = [
+        np.full((20, 30), 7, np.uint8),
+        np.full((20, 30, 1), 8, np.uint8),
+        np.full((20, 30, 3), 9, np.uint8),
+        np.concatenate([np.full((20, 30, 3), 9, np.uint8), np.zeros((20, 30, 1), np.uint8)], axis=2),
+        np.full((20, 30), 65535, np.uint16),
+        np.ones((20, 30), bool),
+        np.full((20, 30, 3), 0.2, np.float64),
+        torch.full((3, 20, 30), 0.4, device=device),
+    ]
+    loaded, anns = load_images(images)
+    assert len(loaded) == len(images) and len(anns) == len(images)
+    for im in loaded:
+        _assert_rgb_uint8(im)
+        assert im.shape == (20, 30, 3)
+    assert [int(im[0, 0, 0]) for im in loaded] == [7, 8, 9, 255, 255, 255, 51, 102]
+    assert (anns.labels == -1).all()
+    # Upsampled to min_side like files are.
+    (small,), _ = load_images([np.zeros((8, 12), np.uint8)], min_side=16)
+    assert small.shape == (16, 24, 3)
+
+
+def test_array_batch_with_labels(device):
+    batch = np.zeros((3, 16, 24, 3), np.uint8)
+    for i in range(3):
+        batch[i] = 40 * (i + 1)
+    src = ArraySource(batch, labels=[1, 0, 1], classes=["cat", "dog"])
+    assert isinstance(src, ImageSource) and len(src) == 3
+    images, anns = load_images(src)
+    assert [int(im[0, 0, 0]) for im in images] == [40, 80, 120]
+    assert anns.labels.tolist() == [1, 0, 1]
+    assert anns.classes == ["cat", "dog"]
+    # Default class names, and a torch NCHW batch.
+    tbatch = torch.zeros(2, 3, 16, 24, dtype=torch.uint8, device=device)
+    tbatch[1] = 200
+    images, anns = load_images(ArraySource(tbatch, labels=np.array([0, 2])))
+    assert [im.shape for im in images] == [(16, 24, 3)] * 2
+    assert int(images[1][5, 5, 1]) == 200
+    assert anns.classes == ["0", "1", "2"]
+    # Through the env, as a bare batch array.
+    env = gym.make("ImageView-v0", source=batch, view_size=16, device=device)
+    assert len(env.unwrapped.pool) == 3
+    assert tuple(env.unwrapped.pool.image_hw[0].tolist()) == (16.0, 24.0)
+    env.close()
+    with pytest.raises(ValueError, match="labels"):
+        ArraySource(batch, labels=[0, 1])
+
+
+def test_bad_arrays_in_a_source():
+    good = np.zeros((16, 16, 3), np.uint8)
+    bad_dtype = np.zeros((16, 16, 3), np.int64)
+    bad_shape = np.zeros((16, 16, 2), np.uint8)
+    with pytest.raises(TypeError, match="int64"):
+        to_rgb_uint8(ArraySource([good, bad_dtype]).image(1))
+    with pytest.raises(ImageReadError, match="image 1") as info:
+        load_images([good, bad_dtype], strict=True)
+    assert isinstance(info.value.__cause__, TypeError)
+    with pytest.raises(ImageReadError, match="image 1") as info:
+        load_images([good, bad_shape], strict=True)
+    assert isinstance(info.value.__cause__, ValueError)
+    with pytest.warns(RuntimeWarning, match=r"skipped 2 unreadable"):
+        images, _ = load_images([good, bad_dtype, bad_shape])
+    assert len(images) == 1
+
+
+# -- custom sources --------------------------------------------------------------------
+
+
+class _CustomSource:
+    """Implements the ImageSource protocol only (no ``name``)."""
+
+    classes = ("thing", "other")
+
+    def __len__(self) -> int:
+        return 2
+
+    def image(self, index: int):
+        if index == 0:
+            return np.full((32, 48, 3), 60, np.uint8)
+        return Image.new("L", (48, 32), 90)
+
+    def annotation(self, index: int) -> Annotation:
+        if index == 0:
+            return Annotation(label=0, boxes=[[0.25, 0.25, 0.75, 0.75]], box_labels=[0])
+        return Annotation(
+            label=1, captions=["grey"], boxes=[[0, 0, 0.5, 1], [0.5, 0, 1, 1]], box_labels=[1, 0]
+        )
+
+
+def test_custom_image_source(device):
+    src = _CustomSource()
+    assert isinstance(src, ImageSource)
+    assert resolve_source(src) is src
+    images, anns = load_images(src)
+    assert [int(im[0, 0, 1]) for im in images] == [60, 90]
+    assert anns.classes == ["thing", "other"]
+    assert anns.labels.tolist() == [0, 1]
+    assert anns.box_labels.tolist() == [[0, -1], [1, 0]]
+    torch.testing.assert_close(anns.boxes[1], torch.tensor([[0, 0, 0.5, 1], [0.5, 0, 1, 1]]))
+    assert anns.captions == [[], ["grey"]]
+
+    env = gym.make("ImageView-v0", source=src, reward="coverage", target="thing", view_size=16, device=device)
+    pool_anns = env.unwrapped.pool.annotations
+    assert pool_anns.classes == ["thing", "other"]
+    torch.testing.assert_close(pool_anns.boxes.cpu(), anns.boxes)
+    env.reset(seed=1, options={"image_index": 0})
+    _, reward, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    x0, y0, x1, y1 = info["box"].tolist()
+    inside = max(0.0, min(x1, 0.75) - max(x0, 0.25)) * max(0.0, min(y1, 0.75) - max(y0, 0.25))
+    assert reward == pytest.approx(inside / 0.25, abs=1e-5)
+    assert info["cumulant"].shape == (2,)
+    env.close()
+
+
+# -- embedded photos -------------------------------------------------------------------
+
+
+def test_embedded_photos():
+    images, anns = load_images("photos")
+    assert len(images) == 10
+    for im in images:
+        _assert_rgb_uint8(im)
+        assert max(im.shape[:2]) <= 1024
+        assert im.std() > 5  # a real photo, not a blank
+    assert anns.num_classes > 0 and "cat" in anns.classes
+    assert anns.has_boxes
+    valid = anns.box_labels >= 0
+    assert valid.any(dim=1).all()  # every photo has boxes
+    boxes = anns.boxes[valid]
+    assert (boxes >= 0).all() and (boxes <= 1).all()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert (anns.labels >= 0).all() and (anns.labels < anns.num_classes).all()
+    # source=None is the same embedded set.
+    default = resolve_source(None)
+    assert isinstance(default, PhotoSource) and isinstance(resolve_source("photos"), PhotoSource)
+    assert len(default) == 10 and list(default.classes) == anns.classes
