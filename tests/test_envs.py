@@ -220,7 +220,8 @@ def test_render_draws_the_box_on_the_whole_image() -> None:
 
 def _state(box: list[float], aug: list[float] | None = None) -> ViewState:
     a = torch.tensor([aug or [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
-    return ViewState(torch.tensor([0]), torch.tensor([box]), a, torch.tensor([0]))
+    zero = torch.tensor([0])
+    return ViewState(zero, torch.tensor([box]), a, zero, key=torch.tensor([5]), episode=zero)
 
 
 HW = torch.tensor([[100.0, 100.0]])
@@ -246,7 +247,7 @@ def test_transition_keeps_boxes_valid_and_aspect_bounded() -> None:
     p = EnvParams(max_aspect=2.0, max_log_aspect=1.0, max_log_zoom=1.0, max_pan=2.0)
     g = torch.Generator().manual_seed(0)
     hw = torch.tensor([[100.0, 300.0], [400.0, 50.0]])
-    s = reset_state(p, hw, g, torch.tensor([0, 1] * 64))
+    s = reset_state(p, hw, torch.arange(128), torch.zeros(128, dtype=torch.int64), torch.tensor([0, 1] * 64))
     for _ in range(50):
         act = torch.rand(128, p.action_dim, generator=g) * 2 - 1
         s = step_state(p, s, act, hw)
@@ -262,12 +263,11 @@ def test_transition_keeps_boxes_valid_and_aspect_bounded() -> None:
 
 def test_discrete_actions_map_onto_the_continuous_transition() -> None:
     p = EnvParams()
-    g = torch.Generator().manual_seed(0)
     aug = [1.2, 0.8, 1.1, 0.05, 0.0, 0.0, 0.5]
     s = _state([0.3, 0.3, 0.6, 0.6], aug)
     results = {}
     for i, name in enumerate(DISCRETE_ACTIONS):
-        act = discrete_to_action(p, s, torch.tensor([i]), g)
+        act = discrete_to_action(p, s, torch.tensor([i]))
         assert act.shape == (1, p.action_dim)
         results[name] = step_state(p, s, act, HW)
     cx = lambda st: float(st.box[0, 0] + st.box[0, 2]) / 2  # noqa: E731

@@ -58,6 +58,8 @@ def _state(images: list[int], boxes: list[list[float]], device: torch.device) ->
         box=torch.tensor(boxes, dtype=torch.float32, device=device),
         aug=torch.zeros(b, AUG_DIM, device=device),
         t=torch.zeros(b, dtype=torch.int64, device=device),
+        key=torch.zeros(b, dtype=torch.int64, device=device),
+        episode=torch.zeros(b, dtype=torch.int64, device=device),
     )
 
 

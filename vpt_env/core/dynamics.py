@@ -1,7 +1,8 @@
 """Pure, batched transition functions of the image-view MDP.
 
-Nothing here holds state or touches global RNG: every random draw comes from
-the ``torch.Generator`` passed in, on the state's device.
+Nothing here holds state or touches global RNG: every random draw is a pure
+function of the views' stream keys, episode numbers and steps
+(:mod:`vpt_env.core.random`), so results do not depend on the batch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from vpt_env.core.augment import (
     identity_aug,
 )
 from vpt_env.core.boxes import clamp_boxes, cxcywh_to_box
+from vpt_env.core.random import RESET_STEP, uniform
 from vpt_env.core.state import EnvParams, ViewState
 
 __all__ = [
@@ -44,15 +46,11 @@ DISCRETE_ACTIONS: tuple[str, ...] = (
 )
 
 
-def _uniform(n: int, lo: float, hi: float, generator: torch.Generator) -> Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=generator, device=generator.device)
-
-
 def random_boxes(
     image_hw: Tensor,
     scale: tuple[float, float],
     ratio: tuple[float, float],
-    generator: torch.Generator,
+    u: Tensor,
 ) -> Tensor:
     """RandomResizedCrop boxes: area fraction in ``scale``, pixel aspect in ``ratio``.
 
@@ -65,57 +63,59 @@ def random_boxes(
         image_hw: ``(B, 2)`` float image heights and widths in pixels.
         scale: ``(low, high)`` area fraction.
         ratio: ``(low, high)`` pixel aspect ``w / h``.
-        generator: the source of randomness (its device is used).
+        u: ``(B, 4)`` uniform numbers in ``[0, 1)`` (area, aspect, x, y).
 
     Returns:
         ``(B, 4)`` normalised boxes.
     """
-    b = image_hw.shape[0]
-    s = _uniform(b, scale[0], scale[1], generator)
-    r = torch.exp(_uniform(b, math.log(ratio[0]), math.log(ratio[1]), generator))
+    s = scale[0] + (scale[1] - scale[0]) * u[:, 0]
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    r = torch.exp(lo + (hi - lo) * u[:, 1])
     aspect_img = image_hw[:, 0] / image_hw[:, 1]  # H / W
     w = torch.sqrt(s * r * aspect_img).clamp(max=1.0)
     h = torch.sqrt(s / r / aspect_img).clamp(max=1.0)
-    u = torch.rand(b, 2, generator=generator, device=generator.device)
-    cx = w / 2 + u[:, 0] * (1 - w)
-    cy = h / 2 + u[:, 1] * (1 - h)
+    cx = w / 2 + u[:, 2] * (1 - w)
+    cy = h / 2 + u[:, 3] * (1 - h)
     return cxcywh_to_box(torch.stack((cx, cy, w, h), -1))
-
-
-def _random_aug(params: EnvParams, current: Tensor, generator: torch.Generator) -> Tensor:
-    u = torch.rand(current.shape, generator=generator, device=generator.device) * 2 - 1
-    return action_to_aug(u, current, params.enabled_mask(current.device), params.ranges)
 
 
 def reset_state(
     params: EnvParams,
     image_hw: Tensor,
-    generator: torch.Generator,
-    image: Tensor,
+    key: Tensor,
+    episode: Tensor,
+    image: Tensor | None = None,
 ) -> ViewState:
-    """Initial states for the given images.
+    """Initial states of new episodes.
 
     Args:
         params: the environment parameters.
         image_hw: ``(N, 2)`` float heights and widths of every image in the pool.
-        generator: the source of randomness, on the state's device.
-        image: ``(B,)`` int64 image index of each new view (draw it with
-            ``torch.randint(..., generator=generator)`` for a random image).
+        key: ``(B,)`` int64 stream key of each view's env.
+        episode: ``(B,)`` int64 episode number on that stream.
+        image: ``(B,)`` int64 image of each new view, or None to draw it
+            uniformly from the ``N`` images.
 
     Returns:
         A :class:`ViewState` of batch ``B`` with a RandomResizedCrop box
         (``params.init_scale``, ``params.init_ratio``), identity augmentation
         (or a random one if ``params.random_initial_aug``) and ``t = 0``.
     """
+    u = uniform(key, episode, RESET_STEP, 5 + AUG_DIM)
+    n = image_hw.shape[0]
+    if image is None:
+        image = (u[:, 0] * n).long().clamp_(max=n - 1)
     hw = image_hw[image]
     box = clamp_boxes(
-        random_boxes(hw, params.init_scale, params.init_ratio, generator),
+        random_boxes(hw, params.init_scale, params.init_ratio, u[:, 1:5]),
         min_size=params.min_box_size,
     )
-    aug = identity_aug(image.shape[0], device=image.device)
+    aug = identity_aug(key.shape[0], device=key.device)
     if params.random_initial_aug:
-        aug = _random_aug(params, aug, generator)
-    return ViewState(image=image, box=box, aug=aug, t=torch.zeros_like(image))
+        aug = action_to_aug(u[:, 5:] * 2 - 1, aug, params.enabled_mask(key.device), params.ranges)
+    return ViewState(
+        image=image, box=box, aug=aug, t=torch.zeros_like(key), key=key, episode=episode
+    )
 
 
 def step_state(params: EnvParams, state: ViewState, action: Tensor, image_hw: Tensor) -> ViewState:
@@ -162,18 +162,17 @@ def step_state(params: EnvParams, state: ViewState, action: Tensor, image_hw: Te
     if enabled:
         aug_action[:, enabled] = action[:, 4:]
     aug = action_to_aug(aug_action, state.aug, params.enabled_mask(action.device), params.ranges)
-    return ViewState(image=state.image, box=new_box, aug=aug, t=state.t + 1)
+    return state._replace(box=new_box, aug=aug, t=state.t + 1)
 
 
-def discrete_to_action(
-    params: EnvParams, state: ViewState, action_id: Tensor, generator: torch.Generator
-) -> Tensor:
+def discrete_to_action(params: EnvParams, state: ViewState, action_id: Tensor) -> Tensor:
     """Map discrete action ids onto continuous actions of the same transition.
 
     Ids follow :data:`DISCRETE_ACTIONS`: 0 no-op; 1-4 pan left, right, up,
     down by ``max_pan`` box sides; 5/6 zoom in/out by ``exp(max_log_zoom)``;
     7 toggles the flip; 8 draws a new augmentation (uniform action values for
-    every enabled entry). Every other augmentation entry is set to the
+    every enabled entry, drawn from the view's random stream at its current
+step). Every other augmentation entry is set to the
     action value that keeps its current setting, so the continuous transition
     reproduces it. Flip toggles only when ``"flip"`` is enabled, and id 8 acts
     only when some augmentation is.
@@ -182,7 +181,6 @@ def discrete_to_action(
         params: the environment parameters.
         state: the current batch of states.
         action_id: ``(B,)`` int64 ids in ``[0, len(DISCRETE_ACTIONS))``.
-        generator: the source of randomness for id 8.
 
     Returns:
         ``(B, params.action_dim)`` continuous actions.
@@ -196,7 +194,7 @@ def discrete_to_action(
     flip_now = action_id == 7
     aug[:, FLIP] = torch.where(flip_now, 1.0 - aug[:, FLIP], aug[:, FLIP])
     keep = aug_to_action(aug, params.ranges)
-    fresh = torch.rand(keep.shape, generator=generator, device=generator.device) * 2 - 1
+    fresh = uniform(state.key, state.episode, state.t, AUG_DIM) * 2 - 1
     aug_action = torch.where((action_id == 8)[:, None], fresh, keep)
     enabled = [i for i, n in enumerate(AUG_NAMES) if n in params.augmentations]
     return torch.cat((geo, aug_action[:, enabled]), dim=-1)

@@ -37,12 +37,18 @@ class ViewState(NamedTuple):
         aug: ``(B, AUG_DIM)`` float32 augmentation vector (see
             :mod:`vpt_env.core.augment`).
         t: ``(B,)`` int64 steps taken since reset.
+        key: ``(B,)`` int64 random stream key of each view's env (its seed).
+        episode: ``(B,)`` int64 episodes started on that stream before this one.
+            Random draws are a pure function of ``(key, episode, t)`` (see
+            :mod:`vpt_env.core.random`).
     """
 
     image: Tensor
     box: Tensor
     aug: Tensor
     t: Tensor
+    key: Tensor
+    episode: Tensor
 
     @property
     def batch_size(self) -> int:

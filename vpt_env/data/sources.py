@@ -10,8 +10,9 @@ Every image becomes RGB uint8 on load, whatever its mode:
 EXIF orientation is applied. Images whose shorter side is below the view size
 are upsampled (bicubic) so that it equals the view size; images whose longer
 side exceeds ``max_side`` (default :data:`MAX_IMAGE_SIDE`) are downsampled
-(Lanczos) so that it equals ``max_side``. Object boxes are normalised, so they
-survive both.
+(Lanczos) so that it equals ``max_side``; where the two conflict (a very long,
+thin image), the view size wins. Object boxes are normalised, so they survive
+both.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     """
     if isinstance(image, Image.Image):
         arr = _pil_to_array(image)
+        if arr.ndim == 2:  # 16-bit, 32-bit and float modes come back grey
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
     else:
         if isinstance(image, torch.Tensor):
             t = image.detach().cpu()
@@ -164,7 +167,9 @@ class ArraySource:
 
     Args:
         images: a sequence of images (anything :func:`to_rgb_uint8` takes), or
-            one array/tensor batch ``(N, H, W[, C])`` or ``(N, C, H, W)``.
+            one array/tensor: a batch if it has 4 dims (``(N, H, W, C)``, or
+            ``(N, C, H, W)`` for tensors), else a single image (grey batches:
+            pass ``(N, H, W, 1)``).
         labels: optional ``(N,)`` class indices.
         classes: names of the classes (default ``"0"``, ``"1"``, ...).
     """
@@ -175,8 +180,9 @@ class ArraySource:
         labels: Sequence[int] | np.ndarray | None = None,
         classes: Sequence[str] | None = None,
     ) -> None:
-        if isinstance(images, np.ndarray | torch.Tensor) and images.ndim in (3, 4):
-            images = list(images)
+        if isinstance(images, np.ndarray | torch.Tensor):
+            # One array is a batch when it has 4 dims, else a single image.
+            images = list(images) if images.ndim == 4 else [images]
         if not isinstance(images, Sequence) or isinstance(images, str | bytes):
             raise TypeError(f"images must be a sequence of arrays, got {type(images).__name__}")
         self._images = images

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from vpt_env.core.augment import AUG_DIM, AUG_NAMES
 from vpt_env.core.dynamics import DISCRETE_ACTIONS, discrete_to_action, reset_state, step_state
+from vpt_env.core.random import seed_key
 from vpt_env.core.render import render, to_uint8
 from vpt_env.core.state import DEFAULT_AUG_RANGES, EnvParams, ViewState
 from vpt_env.data.annotations import view_cumulant
@@ -179,8 +180,8 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         else:
             self.observation_space = view_space
         self.action_space = self._make_action_space()
-        self._generator = torch.Generator(device=self.device)
-        self._seeded = False
+        self._key: int | None = None  # random stream key, set by the first reset
+        self._episode = -1
         self._state: ViewState | None = None
         self._views: torch.Tensor | None = None
 
@@ -207,25 +208,28 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
     ) -> tuple[Any, dict[str, Any]]:
         """Start an episode on a random image (``options={"image_index": i}`` picks one)."""
         super().reset(seed=seed)
-        if seed is not None or not self._seeded:
+        if seed is not None or self._key is None:
             # Gymnasium seeds np_random (from OS entropy when seed is None); the
-            # torch generator that drives the core is derived from it.
-            self._generator.manual_seed(int(self.np_random.integers(0, 2**63 - 1)))
-            self._seeded = True
+            # core's random stream key is derived from it, and each later reset
+            # starts the next episode of the same stream.
+            self._key = seed_key(int(self.np_random.integers(0, 2**63 - 1)))
+            self._episode = -1
+        self._episode += 1
         options = dict(options or {})
         image_index = options.pop("image_index", None)
         if options:
             raise ValueError(f"unknown reset option(s) {sorted(options)}; accepted: ['image_index']")
         n = len(self.pool)
-        if image_index is None:
-            image = torch.randint(0, n, (1,), generator=self._generator, device=self.device)
-        else:
+        image = None
+        if image_index is not None:
             if isinstance(image_index, bool) or not isinstance(image_index, int | np.integer):
                 raise TypeError(f"options['image_index'] must be an int, got {type(image_index).__name__}")
             if not 0 <= int(image_index) < n:
                 raise ValueError(f"options['image_index'] must be in [0, {n}), got {image_index}")
             image = torch.tensor([int(image_index)], device=self.device)
-        self._state = reset_state(self.params, self.pool.image_hw, self._generator, image)
+        key = torch.tensor([self._key], dtype=torch.int64, device=self.device)
+        episode = torch.tensor([self._episode], dtype=torch.int64, device=self.device)
+        self._state = reset_state(self.params, self.pool.image_hw, key, episode, image)
         self._views = render(self.pool, self._state, self.params)
         return self._observation(), self._info()
 
@@ -282,19 +286,6 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         """The current batch-of-one :class:`ViewState` (None before reset)."""
         return self._state
 
-    def __getstate__(self) -> dict[str, Any]:
-        d = self.__dict__.copy()
-        d["_generator"] = (str(self._generator.device), self._generator.get_state())
-        return d
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        device, gen_state = d["_generator"]
-        gen = torch.Generator(device=device)
-        gen.set_state(gen_state)
-        d["_generator"] = gen
-        self.__dict__.update(d)
-
-
 class ImageViewDiscreteEnv(ImageViewEnv):
     """``ImageView-v0`` with a small discrete action set (``ImageViewDiscrete-v0``).
 
@@ -332,7 +323,7 @@ class ImageViewDiscreteEnv(ImageViewEnv):
         if not 0 <= int(arr) < len(DISCRETE_ACTIONS):
             raise ValueError(f"action must be in [0, {len(DISCRETE_ACTIONS)}), got {int(arr)}")
         ids = torch.tensor([int(arr)], device=self.device)
-        return discrete_to_action(self.params, state, ids, self._generator)
+        return discrete_to_action(self.params, state, ids)
 
 
 def draw_box(pool: ImagePool, image: int, box: list[float], side: int = RENDER_SIDE) -> np.ndarray:
