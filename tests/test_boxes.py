@@ -73,7 +73,9 @@ def test_relative_box_of_itself_is_unit_box(device: torch.device, data: list[lis
 
 @PROPS
 @given(box_batches(), box_batches())
-def test_compose_inverts_relative_box(device: torch.device, d1: list[list[float]], d2: list[list[float]]) -> None:
+def test_compose_inverts_relative_box(
+    device: torch.device, d1: list[list[float]], d2: list[list[float]]
+) -> None:
     n = min(len(d1), len(d2))
     b1, b2 = _t(d1[:n], device), _t(d2[:n], device)
     rel = relative_box(b1, b2)
@@ -114,7 +116,9 @@ def test_relative_box_of_inner_box_lies_in_unit_square(
 
 @PROPS
 @given(box_batches(), box_batches())
-def test_iou_symmetric_and_bounded(device: torch.device, d1: list[list[float]], d2: list[list[float]]) -> None:
+def test_iou_symmetric_and_bounded(
+    device: torch.device, d1: list[list[float]], d2: list[list[float]]
+) -> None:
     n = min(len(d1), len(d2))
     a, b = _t(d1[:n], device), _t(d2[:n], device)
     ab, ba = iou(a, b), iou(b, a)
@@ -135,7 +139,9 @@ def test_iou_of_box_with_itself_is_one(device: torch.device, data: list[list[flo
 
 @PROPS
 @given(boxes(), boxes(), st.sampled_from(["left", "right", "above", "below"]))
-def test_iou_of_disjoint_boxes_is_zero(device: torch.device, d1: list[float], d2: list[float], side: str) -> None:
+def test_iou_of_disjoint_boxes_is_zero(
+    device: torch.device, d1: list[float], d2: list[float], side: str
+) -> None:
     a = _t([d1], device)[0]
     w2, h2 = d2[2] - d2[0], d2[3] - d2[1]
     # Place the second box next to the first, touching or further away, never overlapping.
@@ -156,7 +162,9 @@ def test_iou_of_disjoint_boxes_is_zero(device: torch.device, d1: list[float], d2
 
 @PROPS
 @given(box_batches(), box_batches())
-def test_intersection_fraction_bounded(device: torch.device, d1: list[list[float]], d2: list[list[float]]) -> None:
+def test_intersection_fraction_bounded(
+    device: torch.device, d1: list[list[float]], d2: list[list[float]]
+) -> None:
     n = min(len(d1), len(d2))
     objects, view = _t(d1[:n], device), _t(d2[:n], device)
     f = intersection_fraction(objects, view)
@@ -200,7 +208,9 @@ def test_tiny_boxes_keep_exact_ratios(device: torch.device) -> None:
 
 @PROPS
 @given(raw_boxes, st.floats(1e-3, 1.0))
-def test_clamp_boxes_output_valid_and_inside(device: torch.device, data: list[list[float]], min_size: float) -> None:
+def test_clamp_boxes_output_valid_and_inside(
+    device: torch.device, data: list[list[float]], min_size: float
+) -> None:
     out = clamp_boxes(_t(data, device), min_size=min_size)
     assert out.shape == (len(data), 4)
     assert _valid(out), out
@@ -227,7 +237,9 @@ def test_clamp_boxes_keeps_valid_boxes(device: torch.device, data: list[list[flo
 
 @PROPS
 @given(raw_boxes, st.floats(1e-3, 0.5), st.floats(0.5, 1.0))
-def test_clamp_boxes_per_axis_sizes(device: torch.device, data: list[list[float]], lo: float, hi: float) -> None:
+def test_clamp_boxes_per_axis_sizes(
+    device: torch.device, data: list[list[float]], lo: float, hi: float
+) -> None:
     min_size = torch.tensor([lo, lo / 2], device=device)
     max_size = torch.tensor([hi, hi / 2], device=device)
     out = clamp_boxes(_t(data, device), min_size=min_size, max_size=max_size)

@@ -83,7 +83,7 @@ def iou(a: Tensor, b: Tensor) -> Tensor:
     """
     inter = intersection(a, b)
     union = area(a) + area(b) - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+    return torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), torch.zeros_like(inter))
 
 
 def intersection_fraction(objects: Tensor, view: Tensor) -> Tensor:
@@ -96,7 +96,7 @@ def intersection_fraction(objects: Tensor, view: Tensor) -> Tensor:
     """
     a = area(objects)
     inter = intersection(objects, view)
-    return torch.where(a > 0, inter / a.clamp_min(1e-12), torch.zeros_like(inter))
+    return torch.where(a > 0, inter / torch.where(a > 0, a, 1.0), torch.zeros_like(inter))
 
 
 def relative_box(b1: Tensor, b2: Tensor) -> Tensor:

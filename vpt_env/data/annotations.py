@@ -151,4 +151,4 @@ def view_cumulant(annotations: Annotations, image: Tensor, box: Tensor) -> Tenso
     use_label = no_boxes & (labels >= 0)
     out.scatter_add_(1, labels.clamp_min(0)[:, None], use_label[:, None].float())
     total = out.sum(dim=1, keepdim=True)
-    return torch.where(total > 0, out / total.clamp_min(1e-12), out)
+    return torch.where(total > 0, out / torch.where(total > 0, total, 1.0), out)

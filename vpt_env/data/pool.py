@@ -43,6 +43,8 @@ class ImagePool:
         num_levels: ``(N,)`` int64 levels each image has.
         pixels: ``(P, 3)`` uint8 buffer.
         pixels_float: ``(P, 3)`` float32 buffer in ``[0, 1]`` or None.
+        pixel_pairs: ``(P, 6)`` overlapping view of the float buffer: row ``k``
+            holds pixels ``k`` and ``k + 1`` (one gather fetches both).
     """
 
     def __init__(
@@ -63,7 +65,13 @@ class ImagePool:
             t = torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1)[None].float()
             levels = [t]
             while len(levels) < MAX_LEVELS and min(levels[-1].shape[-2:]) // 2 >= MIN_LEVEL_SIDE:
-                levels.append(F.avg_pool2d(levels[-1], 2, ceil_mode=False))
+                prev = levels[-1]
+                # Odd sizes: replicate the last row/column so that level L pixel k
+                # averages exactly full-resolution pixels [k 2^L, (k + 1) 2^L).
+                pad = (0, prev.shape[-1] % 2, 0, prev.shape[-2] % 2)
+                if any(pad):
+                    prev = F.pad(prev, pad, mode="replicate")
+                levels.append(F.avg_pool2d(prev, 2))
             levels_all.append(levels)
         n = len(images)
         depth = max(len(lv) for lv in levels_all)
@@ -84,7 +92,13 @@ class ImagePool:
                     offset[i, j] = offset[i, len(levels) - 1]
         flat = torch.cat(chunks)
         self.pixels = flat.round().clamp(0, 255).to(torch.uint8).to(self.device)
-        self.pixels_float = (flat / 255.0).to(self.device) if keep_float else None
+        self.pixels_float: Tensor | None = None
+        self.pixel_pairs: Tensor | None = None
+        if keep_float:
+            # One spare pixel at the end, so every pixel has a right neighbour.
+            padded = torch.cat((flat / 255.0, torch.zeros(1, 3))).to(self.device)
+            self.pixels_float = padded[:-1]
+            self.pixel_pairs = padded.as_strided((padded.shape[0] - 1, 6), (3, 1))
         self.level_hw = hw.to(self.device)
         self.level_offset = offset.to(self.device)
         self.num_levels = torch.tensor([len(lv) for lv in levels_all], device=self.device)

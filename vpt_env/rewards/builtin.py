@@ -68,7 +68,7 @@ class CoverageReward:
         match = annotations.box_labels[state.image] == self.target  # (B, M)
         inside = (intersection(boxes, state.box[:, None, :]) * match).sum(1)
         total = (area(boxes) * match).sum(1)
-        return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))
+        return torch.where(total > 0, inside / torch.where(total > 0, total, 1.0), torch.zeros_like(total))
 
 
 def _target(annotations: Annotations, target: int | str | None, reward: str, boxes: bool) -> int:
