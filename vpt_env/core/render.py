@@ -146,30 +146,39 @@ def render_crops(
         return pool.pixels[idx]
     if pool.pixel_pairs is None:
         raise ValueError("bilinear rendering needs an ImagePool built with keep_float=True")
-    frac = (lf - l0)[:, None, None, None]
+    frac = lf - l0
     l1 = torch.minimum(l0 + 1, pool.num_levels[image] - 1)
-    # On the CPU host checks skip work no view needs (a second level when every
-    # view sits exactly on one, the second anisotropic sample for square
-    # reductions); on accelerators everything runs, with no sync.
-    cpu = box.device.type == "cpu"
-    two_levels = not cpu or bool((frac > 0).any())
-
-    def trilinear(b: Tensor) -> Tensor:
-        out = _bilinear(pool, image, b, flip, size, l0)
-        if two_levels:
-            out = torch.lerp(out, _bilinear(pool, image, b, flip, size, l1), frac)
-        return out
-
     r_long = torch.maximum(red_x, red_y)
     spread = ANISO_SPREAD * (1 - torch.minimum(red_x, red_y) / r_long.clamp_min(1e-12))
-    if cpu and not bool((spread > 0).any()):
-        return trilinear(box)
-    # Two samples along the long axis, +-spread output pixels apart.
+    # Every sample set (box +- the anisotropic shift, at levels l0 and l1) goes
+    # through one batched gather. On the CPU host checks drop the sets no view
+    # needs (a second level when every view sits exactly on one, the second
+    # shift when every reduction is square); on accelerators all four run,
+    # with no sync.
+    cpu = box.device.type == "cpu"
+    two_levels = not cpu or bool((frac > 0).any())
+    two_shifts = not cpu or bool((spread > 0).any())
     along_x = red_x > red_y
     dx = torch.where(along_x, spread * (box[:, 2] - box[:, 0]) / size, torch.zeros_like(spread))
     dy = torch.where(along_x, torch.zeros_like(spread), spread * (box[:, 3] - box[:, 1]) / size)
     shift = torch.stack((dx, dy, dx, dy), dim=-1)
-    return 0.5 * (trilinear(box + shift) + trilinear(box - shift))
+    boxes = [box + shift, box - shift] if two_shifts else [box]
+    levels = [l0, l1] if two_levels else [l0]
+    k = len(boxes) * len(levels)
+    samples = _bilinear(
+        pool,
+        image.repeat(k),
+        torch.cat(boxes * len(levels)),
+        flip.repeat(k),
+        size,
+        torch.cat([lv for lv in levels for _ in boxes]),
+    ).view(len(levels), len(boxes), *box.shape[:1], size, size, 3)
+    out = samples.mean(dim=1)  # average the shifted samples
+    if two_levels:
+        out = torch.lerp(out[0], out[1], frac[:, None, None, None])
+    else:
+        out = out[0]
+    return out
 
 
 def render(pool: ImagePool, state: ViewState, params: EnvParams) -> Tensor:
@@ -188,6 +197,8 @@ def render(pool: ImagePool, state: ViewState, params: EnvParams) -> Tensor:
     )
     if crops.dtype == torch.uint8:
         crops = crops.float() / 255.0
+    if not params.has_pixel_augmentation:
+        return crops
     return apply_augmentation(crops, state.aug, params.max_blur_sigma)
 
 

@@ -171,6 +171,11 @@ class EnvParams:
         return 4 + len(self.augmentations)
 
     @property
+    def has_pixel_augmentation(self) -> bool:
+        """Whether any augmentation other than flip (applied by the renderer) is enabled."""
+        return any(a != "flip" for a in self.augmentations)
+
+    @property
     def max_blur_sigma(self) -> float:
         """The largest blur sigma a view can have (0 when blur is disabled)."""
         return float(self.ranges["blur"][1]) if "blur" in self.augmentations else 0.0
