@@ -23,12 +23,16 @@ class Annotation:
         captions: free-text captions.
         boxes: ``(M, 4)`` normalised object boxes ``(x0, y0, x1, y1)``.
         box_labels: ``(M,)`` class index of each box.
+        clip: for video frames, the index of the frame's clip, else None.
+        frame: for video frames, the frame's time index within its clip, else None.
     """
 
     label: int | None = None
     captions: list[str] = field(default_factory=list)
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     box_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    clip: int | None = None
+    frame: int | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -56,6 +60,8 @@ class Annotations:
         boxes: ``(N, M, 4)`` float32 boxes, padded with zeros.
         box_labels: ``(N, M)`` int64 box labels, -1 for padding.
         captions: ``list[list[str]]`` per image.
+        clips: ``(N,)`` int64 clip index of video frames, -1 elsewhere.
+        frames: ``(N,)`` int64 time index of video frames, -1 elsewhere.
         classes: ``list[str]``.
     """
 
@@ -73,6 +79,10 @@ class Annotations:
             self.boxes[i, :k] = torch.from_numpy(a.boxes)
             self.box_labels[i, :k] = torch.from_numpy(a.box_labels)
         self.captions = [list(a.captions) for a in items]
+        self.clips = torch.tensor([-1 if a.clip is None else int(a.clip) for a in items], dtype=torch.int64)
+        self.frames = torch.tensor(
+            [-1 if a.frame is None else int(a.frame) for a in items], dtype=torch.int64
+        )
         k = len(self.classes)
         used = torch.cat((self.labels[self.labels >= 0], self.box_labels[self.box_labels >= 0]))
         if used.numel() and (k == 0 or int(used.max()) >= k):
@@ -103,6 +113,8 @@ class Annotations:
         self.labels = self.labels.to(device)
         self.boxes = self.boxes.to(device)
         self.box_labels = self.box_labels.to(device)
+        self.clips = self.clips.to(device)
+        self.frames = self.frames.to(device)
         return self
 
     def class_index(self, target: int | str, name: str = "target") -> int:
