@@ -21,11 +21,18 @@ from vpt_env.core.augment import (
     HUE,
     SATURATION,
     action_to_aug,
-    apply_augmentation,
     aug_to_action,
     identity_aug,
 )
+from vpt_env.core.augment import (
+    apply_augmentation as _apply_augmentation,
+)
 from vpt_env.core.state import DEFAULT_AUG_RANGES
+
+
+def apply_augmentation(x: torch.Tensor, aug: torch.Tensor, max_blur_sigma: float = 2.0) -> torch.Tensor:
+    """The library function on channels-last views (the formulas below are written per pixel)."""
+    return _apply_augmentation(x.permute(0, 3, 1, 2), aug, max_blur_sigma).permute(0, 2, 3, 1)
 
 LUMA = (0.299, 0.587, 0.114)
 SIZE = 24

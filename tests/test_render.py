@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from vpt_env.core.augment import FLIP, identity_aug
-from vpt_env.core.render import render, render_crops
+from vpt_env.core.render import INTERPOLATIONS, render_nearest_uint8
+from vpt_env.core.render import render as _render
+from vpt_env.core.render import render_crops as _render_crops
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.pool import ImagePool
 from vpt_env.data.sources import load_images
@@ -18,7 +20,6 @@ from vpt_env.data.sources import load_images
 S = 64
 #: The DESIGN target for the bilinear render against PIL, per view, in [0, 1] units.
 MAE_BOUND = 2 / 255
-WORST_VIEW_BOUND = 5 / 255
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,16 @@ def pil_reference(img: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
         (size, size), Image.Resampling.BILINEAR, box=(x0 * w, y0 * h, x1 * w, y1 * h)
     )
     return np.asarray(out, dtype=np.float32) / 255.0
+
+
+def render_crops(*args, **kwargs) -> torch.Tensor:
+    """The library's crops, channels last ``(B, S, S, 3)``, as the checks below index them."""
+    return _render_crops(*args, **kwargs).permute(0, 2, 3, 1)
+
+
+def render(*args, **kwargs) -> torch.Tensor:
+    """The library's render, channels last ``(B, S, S, 3)``."""
+    return _render(*args, **kwargs).permute(0, 2, 3, 1)
 
 
 def pixel_boxes(
@@ -87,11 +98,14 @@ def make_state(image: torch.Tensor, box: torch.Tensor, aug: torch.Tensor) -> Vie
     return ViewState(image=image, box=box, aug=aug, **rest)
 
 
-def _pil_maes(pool: ImagePool, photos: list[np.ndarray], index: int, boxes: np.ndarray) -> np.ndarray:
+def _pil_maes(
+    pool: ImagePool, photos: list[np.ndarray], index: int, boxes: np.ndarray, interpolation: str
+) -> np.ndarray:
     """Per-view mean absolute error (in [0, 1] units) of the render against PIL."""
     dev = pool.device
     image = torch.full((len(boxes),), index, dtype=torch.int64, device=dev)
-    views = render_crops(pool, image, torch.from_numpy(boxes).to(dev), S).cpu().numpy()
+    views = render_crops(pool, image, torch.from_numpy(boxes).to(dev), S, interpolation=interpolation)
+    views = views.cpu().numpy()
     return np.array(
         [
             float(np.abs(view - pil_reference(photos[index], box, S)).mean())
@@ -109,18 +123,26 @@ def _report(maes: np.ndarray, boxes: np.ndarray, h: int, w: int) -> str:
     )
 
 
-# PIL's BILINEAR widens its triangle filter with the reduction; the render's
-# trilinear, anisotropic mipmap approximates it. Over each set of views the mean
-# absolute error is within MAE_BOUND (the design's 2/255), and every single view is
-# within WORST_VIEW_BOUND (measured on these photos: means 0.7/255 and 1.4/255,
-# worst views 4.2/255, all elongated boxes).
+# PIL's BILINEAR widens its triangle filter with the reduction. The default
+# "antialias" render (trilinear, anisotropic mipmap) approximates it: over each set
+# of views the mean absolute error is within MAE_BOUND (the design's 2/255) and every
+# single view within 5/255 (measured on these photos: means 0.5/255 and 1.2/255, worst
+# views 3.0 and 3.3/255, elongated boxes). The faster single-level "bilinear" render
+# also keeps the mean within 2/255 (measured 0.75 and 1.9/255), with single views up
+# to ~8/255.
+@pytest.mark.parametrize(("interpolation", "worst_bound"), [("antialias", 5 / 255), ("bilinear", 10 / 255)])
 @pytest.mark.parametrize(
     ("sides", "seed"),
     [((12.0, 2.0 * S), 0), ((S * 1.7, 10.0 * S), 100)],
     ids=["magnify-5x-to-reduce-2x", "reduce-1.7x-to-10x"],
 )
-def test_bilinear_matches_pil(
-    pool: ImagePool, photos: list[np.ndarray], sides: tuple[float, float], seed: int
+def test_render_matches_pil(
+    pool: ImagePool,
+    photos: list[np.ndarray],
+    sides: tuple[float, float],
+    seed: int,
+    interpolation: str,
+    worst_bound: float,
 ) -> None:
     all_maes = []
     for index in range(10):
@@ -129,8 +151,8 @@ def test_bilinear_matches_pil(
         boxes = pixel_boxes(h, w, (sides[0], min(sides[1], h, w)), n=16, seed=seed + index)
         if seed:
             boxes = np.concatenate((boxes, np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)))
-        maes = _pil_maes(pool, photos, index, boxes)
-        assert maes.max() < WORST_VIEW_BOUND, f"image {index}: {_report(maes, boxes, h, w)}"
+        maes = _pil_maes(pool, photos, index, boxes, interpolation)
+        assert maes.max() < worst_bound, f"image {index}: {_report(maes, boxes, h, w)}"
         all_maes.append(maes)
     mean = float(np.concatenate(all_maes).mean())
     assert mean < MAE_BOUND, f"mean MAE {mean * 255:.2f}/255 over {sum(map(len, all_maes))} views"
@@ -180,8 +202,11 @@ def test_output_shapes_and_dtypes(pool: ImagePool) -> None:
     assert bil.device.type == pool.device.type
     assert float(bil.min()) >= 0.0 and float(bil.max()) <= 1.0
     near = render_crops(pool, image, box, 24, interpolation="nearest")
-    assert near.shape == (7, 24, 24, 3) and near.dtype == torch.uint8
-    for interp in ("bilinear", "nearest"):
+    assert near.shape == (7, 24, 24, 3) and near.dtype == torch.float32
+    fast = render_nearest_uint8(pool, image, box, 24)
+    assert fast.shape == (7, 24, 24, 3) and fast.dtype == torch.uint8
+    torch.testing.assert_close(near, fast.float() / 255, atol=1e-6, rtol=0)
+    for interp in INTERPOLATIONS:
         out = render(
             pool,
             make_state(image, box, identity_aug(7, pool.device)),
@@ -198,7 +223,8 @@ def test_bilinear_needs_float_buffer(photos: list[np.ndarray], device: torch.dev
     box = torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2, device=device)
     with pytest.raises(ValueError, match="keep_float"):
         render_crops(pool, image, box, 16)
-    assert render_crops(pool, image, box, 16, interpolation="nearest").dtype == torch.uint8
+    near = render_crops(pool, image, box, 16, interpolation="nearest")
+    assert near.dtype == torch.float32 and near.shape == (2, 16, 16, 3)
 
 
 def test_flip_mirrors_view(pool: ImagePool) -> None:
@@ -235,10 +261,9 @@ def test_flip_mirrors_view(pool: ImagePool) -> None:
 
 def test_nearest_close_to_bilinear(pool: ImagePool) -> None:
     image, box = random_batch(pool, 96, seed=3)
-    bil = render_crops(pool, image, box, S)
+    bil = render_crops(pool, image, box, S, interpolation="bilinear")
     near = render_crops(pool, image, box, S, interpolation="nearest")
-    assert near.dtype == torch.uint8
-    diff = (near.float() / 255 - bil).abs().mean()
+    diff = (near - bil).abs().mean()
     # Nearest takes the closest of the four pixels that bilinear blends, from the same pyramid
     # level, so the two differ by a fraction of the local contrast between neighbouring samples.
     # Calibrate against that contrast in the same views: the mean |difference| between the
@@ -289,5 +314,5 @@ def test_render_with_identity_aug_equals_render_crops(pool: ImagePool) -> None:
     # Nearest: the uint8 crop scaled to [0, 1].
     near = render(pool, state, params.replace(interpolation="nearest"))
     torch.testing.assert_close(
-        near, render_crops(pool, image, box, S, interpolation="nearest").float() / 255, atol=1e-6, rtol=0
+        near, render_crops(pool, image, box, S, interpolation="nearest"), atol=1e-6, rtol=0
     )

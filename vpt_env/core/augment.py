@@ -171,28 +171,28 @@ def colour_transform(aug: Tensor) -> Tensor:
 
 
 def apply_augmentation(views: Tensor, aug: Tensor, max_blur_sigma: float = 2.0) -> Tensor:
-    """Apply colour augmentations and blur to channels-last float views.
+    """Apply colour augmentations and blur to a batch of float views.
 
     Flip is not applied here: the renderer mirrors the sampling grid.
 
     Args:
-        views: ``(B, S, S, 3)`` float in ``[0, 1]``, channels last.
+        views: ``(B, 3, S, S)`` float in ``[0, 1]``.
         aug: ``(B, AUG_DIM)`` augmentation vectors.
         max_blur_sigma: the largest blur sigma the vectors may hold; it fixes
             the kernel size (``2 * ceil(3 * max_blur_sigma) + 1``) without
             reading the tensor back to the host. 0 skips the blur entirely.
 
     Returns:
-        ``(B, S, S, 3)`` float in ``[0, 1]``, channels last (a new tensor).
+        ``(B, 3, S, S)`` float in ``[0, 1]`` (a new tensor).
     """
-    b, h, w, _ = views.shape
-    flat = views.reshape(b, h * w, 3)
+    b, c, h, w = views.shape
+    flat = views.reshape(b, c, h * w)
     luma = torch.tensor(_LUMA, device=views.device, dtype=views.dtype)
-    mean_grey = (flat @ luma).mean(dim=1)  # (B,)
+    mean_grey = (luma @ flat).mean(dim=1)  # (B,)
     bright, contrast = aug[:, BRIGHTNESS], aug[:, CONTRAST]
     m = colour_transform(aug) * (bright * contrast)[:, None, None]
     offset = ((1 - contrast) * bright * mean_grey)[:, None, None]
-    out = torch.baddbmm(offset, flat, m.transpose(1, 2)).clamp_(0, 1).view(b, h, w, 3)
+    out = torch.baddbmm(offset, m, flat).clamp_(0, 1).view(b, c, h, w)
     # On the CPU a host check is free and skips the convolution when no view
     # is blurred; on accelerators the kernel always runs, to avoid a sync.
     skip = views.device.type == "cpu" and not bool((aug[:, BLUR] > 1e-3).any())
@@ -201,7 +201,5 @@ def apply_augmentation(views: Tensor, aug: Tensor, max_blur_sigma: float = 2.0) 
         sigma = aug[:, BLUR].clamp(1e-3, max_blur_sigma)
         radius = max(1, min(math.ceil(3 * max_blur_sigma), h - 1, w - 1))
         k = 2 * radius + 1
-        nchw = out.permute(0, 3, 1, 2)
-        blurred = gaussian_blur2d(nchw, (k, k), torch.stack((sigma, sigma), -1))
-        out = blurred.permute(0, 2, 3, 1)
+        out = gaussian_blur2d(out, (k, k), torch.stack((sigma, sigma), -1))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,21 +20,24 @@ MAX_LEVELS = 10
 
 
 class ImagePool:
-    """Images of any sizes, packed into flat channels-last buffers with pyramids.
+    """Images of any sizes with their pyramids, resident on one device.
 
-    Each image is stored at full resolution (level 0) and at successive
-    half resolutions (area-averaged), all packed row-major into one
-    ``(P, 3)`` buffer, so that a batch of views of different images and scales
-    is rendered by one gather (see :func:`vpt_env.core.render.render`). The
-    pyramid is what makes the bilinear render antialiased: a view samples the
-    level whose resolution is closest to, and not below, its own.
+    Each image is stored at full resolution (level 0) and at successive half
+    resolutions (2x2 averages; an odd last row or column is replicated first,
+    so level ``L`` pixel ``k`` averages full-resolution pixels
+    ``[k 2^L, (k + 1) 2^L)``). Two stores hold them: a flat row-major uint8
+    ``(P, 3)`` buffer, from which nearest-neighbour views are one gather, and a
+    float32 texture atlas, from which bilinear views of any images and scales
+    are one ``grid_sample`` call (see :func:`vpt_env.core.render.render`).
+    Memory: about 4 bytes per pixel for the uint8 store and 16 for the atlas,
+    times 4/3 for the pyramid (:attr:`nbytes`).
 
     Args:
         images: RGB uint8 arrays ``(H, W, 3)``.
         annotations: per-image annotations (length ``len(images)``); None for none.
         device: where the buffers live.
-        keep_float: also keep a float32 copy of the buffer (used by the
-            bilinear render; nearest reads uint8 only).
+        keep_float: also build the float32 atlas (needed by the bilinear and
+            antialiased renders; nearest reads uint8 only).
 
     Attributes:
         image_hw: ``(N, 2)`` float32 heights and widths at full resolution.
@@ -42,9 +46,11 @@ class ImagePool:
         level_offset: ``(N, L)`` int64 start of every level in the buffers.
         num_levels: ``(N,)`` int64 levels each image has.
         pixels: ``(P, 3)`` uint8 buffer.
-        pixels_float: ``(P, 3)`` float32 buffer in ``[0, 1]`` or None.
-        pixel_pairs: ``(P, 6)`` overlapping view of the float buffer: row ``k``
-            holds pixels ``k`` and ``k + 1`` (one gather fetches both).
+        atlas: ``(1, 3, Ha, Wa)`` float32 texture in ``[0, 1]`` (channels-last
+            memory) holding every level of every image, each with a one-pixel
+            replicated border, or None (``keep_float=False``).
+        level_xy: ``(N, L, 2)`` int64 atlas position ``(x, y)`` of the top-left
+            pixel of every level, or None.
     """
 
     def __init__(
@@ -92,13 +98,12 @@ class ImagePool:
                     offset[i, j] = offset[i, len(levels) - 1]
         flat = torch.cat(chunks)
         self.pixels = flat.round().clamp(0, 255).to(torch.uint8).to(self.device)
-        self.pixels_float: Tensor | None = None
-        self.pixel_pairs: Tensor | None = None
+        self.atlas: Tensor | None = None
+        self.level_xy: Tensor | None = None
         if keep_float:
-            # One spare pixel at the end, so every pixel has a right neighbour.
-            padded = torch.cat((flat / 255.0, torch.zeros(1, 3))).to(self.device)
-            self.pixels_float = padded[:-1]
-            self.pixel_pairs = padded.as_strided((padded.shape[0] - 1, 6), (3, 1))
+            atlas, xy = _pack_atlas(levels_all, depth)
+            self.atlas = atlas.to(self.device)
+            self.level_xy = xy.to(self.device)
         self.level_hw = hw.to(self.device)
         self.level_offset = offset.to(self.device)
         self.num_levels = torch.tensor([len(lv) for lv in levels_all], device=self.device)
@@ -124,6 +129,39 @@ class ImagePool:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held on the device."""
+        """Bytes held on the device by the image stores."""
         n = self.pixels.numel()
-        return n + (4 * n if self.pixels_float is not None else 0)
+        return n + (4 * self.atlas.numel() if self.atlas is not None else 0)
+
+
+def _pack_atlas(levels_all: list[list[Tensor]], depth: int) -> tuple[Tensor, Tensor]:
+    """Shelf-pack every level (with a one-pixel replicated border) into one texture.
+
+    Returns the ``(1, 3, Ha, Wa)`` float32 atlas in ``[0, 1]`` (channels-last
+    memory) and the ``(N, depth, 2)`` position of each level's top-left pixel.
+    """
+    items = [
+        (i, j, lv.shape[-2], lv.shape[-1]) for i, lvs in enumerate(levels_all) for j, lv in enumerate(lvs)
+    ]
+    area = sum((h + 2) * (w + 2) for _, _, h, w in items)
+    width = max(max(w + 2 for *_, w in items), min(16384, math.ceil(math.sqrt(area) * 1.05)))
+    pos: dict[tuple[int, int], tuple[int, int]] = {}
+    x = y = shelf = 0
+    for i, j, h, w in sorted(items, key=lambda it: (-it[2], -it[3])):
+        if x + w + 2 > width:
+            x, y, shelf = 0, y + shelf, 0
+        pos[(i, j)] = (x, y)
+        x += w + 2
+        shelf = max(shelf, h + 2)
+    height = y + shelf
+    atlas = torch.zeros(height, width, 3)
+    xy = torch.zeros(len(levels_all), depth, 2, dtype=torch.int64)
+    for (i, j), (px, py) in pos.items():
+        lv = levels_all[i][j]
+        h, w = lv.shape[-2:]
+        padded = F.pad(lv, (1, 1, 1, 1), mode="replicate")[0].permute(1, 2, 0) / 255.0
+        atlas[py : py + h + 2, px : px + w + 2] = padded
+        xy[i, j] = torch.tensor((px + 1, py + 1))
+    for i, lvs in enumerate(levels_all):
+        xy[i, len(lvs) :] = xy[i, len(lvs) - 1]
+    return atlas.permute(2, 0, 1)[None], xy

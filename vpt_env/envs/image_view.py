@@ -160,7 +160,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         )
         self.pool = ImagePool(
             images, annotations, device=self.device,
-            keep_float=self.params.interpolation == "bilinear",
+            keep_float=self.params.interpolation != "nearest",
         )
         self.reward_fn = make_reward(reward, self.pool.annotations, target=target,
                                      **(reward_kwargs or {}))
@@ -240,8 +240,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         cont = self._continuous_action(action, self._state)
         self._state = step_state(self.params, self._state, cont, self.pool.image_hw)
         self._views = render(self.pool, self._state, self.params)
-        nchw = self._views.permute(0, 3, 1, 2)
-        out = self.reward_fn(nchw, self._state, self.pool.annotations)
+        out = self.reward_fn(self._views, self._state, self.pool.annotations)
         reward = check_reward_output(self.reward_fn, out, 1, self.device)
         return self._observation(), float(reward[0]), False, False, self._info()
 
@@ -258,7 +257,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
 
     def _observation(self) -> Any:
         assert self._views is not None and self._state is not None
-        view = to_uint8(self._views[0]).cpu().numpy()
+        view = to_uint8(self._views)[0].cpu().numpy()
         if self.obs_mode == "view":
             return view
         return {
