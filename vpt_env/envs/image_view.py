@@ -8,19 +8,25 @@ from typing import Any, ClassVar, SupportsFloat
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 from PIL import Image, ImageDraw
 
-from vpt_env.core.augment import AUG_DIM, AUG_NAMES
-from vpt_env.core.dynamics import DISCRETE_ACTIONS, discrete_to_action, reset_state, step_state
+from vpt_env.core.dynamics import discrete_to_action, reset_state, step_state
 from vpt_env.core.random import seed_key
 from vpt_env.core.render import render, to_uint8
-from vpt_env.core.state import DEFAULT_AUG_RANGES, EnvParams, ViewState
+from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.annotations import view_cumulant
 from vpt_env.data.pool import ImagePool
-from vpt_env.data.sources import MAX_IMAGE_SIDE, load_images
-from vpt_env.rewards.base import check_reward_output, make_reward
+from vpt_env.data.sources import MAX_IMAGE_SIDE
+from vpt_env.envs.common import (
+    build_pool,
+    continuous_actions,
+    discrete_actions,
+    make_action_space,
+    make_observation_space,
+    resolve_params,
+)
+from vpt_env.rewards.base import check_reward_output
 
 __all__ = ["ImageViewDiscreteEnv", "ImageViewEnv"]
 
@@ -130,76 +136,37 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         device: str | torch.device = "cpu",
         **param_kwargs: Any,
     ) -> None:
-        unknown = sorted(set(param_kwargs) - set(EnvParams.field_names()))
-        if unknown:
-            accepted = sorted(
-                {"source", "reward", "target", "reward_kwargs", "obs_mode", "render_mode",
-                 "params", "max_image_side", "strict", "device", *EnvParams.field_names()}
-            )
-            raise TypeError(f"unknown keyword argument(s) {unknown}; accepted: {accepted}")
-        if params is not None and param_kwargs:
-            raise TypeError("pass either params= or EnvParams fields as keywords, not both")
-        if params is not None and not isinstance(params, EnvParams):
-            raise TypeError(f"params must be an EnvParams, got {type(params).__name__}")
-        self.params = params if params is not None else EnvParams(**param_kwargs)
-        if obs_mode not in OBS_MODES:
-            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        self.params = resolve_params(params, param_kwargs)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
-        if not isinstance(strict, bool):
-            raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
-        if reward_kwargs is not None and not isinstance(reward_kwargs, dict):
-            raise TypeError(f"reward_kwargs must be a dict, got {type(reward_kwargs).__name__}")
         self.obs_mode = obs_mode
         self.render_mode = render_mode
         self.device = torch.device(device)
-        images, annotations = load_images(
-            source, min_side=self.params.view_size, max_side=max_image_side, strict=strict
+        self.pool, self.reward_fn = build_pool(
+            source, self.params, reward=reward, target=target, reward_kwargs=reward_kwargs,
+            obs_mode=obs_mode, max_image_side=max_image_side, strict=strict, device=self.device,
         )
-        self.pool = ImagePool(
-            images, annotations, device=self.device,
-            keep_float=self.params.interpolation != "nearest",
-        )
-        self.reward_fn = make_reward(reward, self.pool.annotations, target=target,
-                                     **(reward_kwargs or {}))
-        s = self.params.view_size
-        view_space = spaces.Box(0, 255, (s, s, 3), np.uint8)
-        if obs_mode == "dict":
-            ranges = {**DEFAULT_AUG_RANGES, **self.params.ranges}
-            lo = np.array([ranges[n][0] for n in AUG_NAMES], np.float32)
-            hi = np.array([ranges[n][1] for n in AUG_NAMES], np.float32)
-            self.observation_space = spaces.Dict(
-                {
-                    "view": view_space,
-                    "box": spaces.Box(0.0, 1.0, (4,), np.float32),
-                    "aug": spaces.Box(lo, hi, (AUG_DIM,), np.float32),
-                }
-            )
-        else:
-            self.observation_space = view_space
-        self.action_space = self._make_action_space()
+        self.observation_space = make_observation_space(self.params, obs_mode)
+        self.action_space = make_action_space(self.params, self.discrete)
         self._key: int | None = None  # random stream key, set by the first reset
         self._episode = -1
         self._state: ViewState | None = None
         self._views: torch.Tensor | None = None
 
-    # -- spaces and action mapping --------------------------------------------
-
-    def _make_action_space(self) -> spaces.Space:
-        return spaces.Box(-1.0, 1.0, (self.params.action_dim,), np.float32)
+    discrete: ClassVar[bool] = False
 
     def _continuous_action(self, action: Any, state: ViewState) -> torch.Tensor:
-        arr = np.asarray(action, dtype=np.float64)
+        if self.discrete:
+            if np.asarray(action).shape != ():
+                raise ValueError(f"action must be a single integer id, got {action!r}")
+            ids = discrete_actions(np.asarray(action).reshape(1), 1, self.device)
+            return discrete_to_action(self.params, state, ids)
+        arr = np.asarray(action, dtype=np.float32)
         if arr.shape != self.action_space.shape:
-            raise ValueError(
-                f"action must have shape {self.action_space.shape}, got {arr.shape}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"action must be finite, got {arr.tolist()}")
-        arr = np.clip(arr, -1.0, 1.0)  # finite actions outside the space are clipped
-        return torch.as_tensor(arr, dtype=torch.float32, device=self.device)[None]
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {arr.shape}")
+        return continuous_actions(arr[None], 1, self.params.action_dim, self.device)
 
     # -- Gymnasium API ----------------------------------------------------------
 
@@ -209,10 +176,12 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         """Start an episode on a random image (``options={"image_index": i}`` picks one)."""
         super().reset(seed=seed)
         if seed is not None or self._key is None:
-            # Gymnasium seeds np_random (from OS entropy when seed is None); the
-            # core's random stream key is derived from it, and each later reset
+            # The seed is the core's random stream key (a vector env gives env i
+            # the key seed + i, so the two agree); without one, the key comes from
+            # np_random, which Gymnasium seeds from OS entropy. Each later reset
             # starts the next episode of the same stream.
-            self._key = seed_key(int(self.np_random.integers(0, 2**63 - 1)))
+            key = seed if seed is not None else int(self.np_random.integers(0, 2**63 - 1))
+            self._key = seed_key(key)
             self._episode = -1
         self._episode += 1
         options = dict(options or {})
@@ -312,17 +281,7 @@ class ImageViewDiscreteEnv(ImageViewEnv):
         True
     """
 
-    def _make_action_space(self) -> spaces.Space:
-        return spaces.Discrete(len(DISCRETE_ACTIONS))
-
-    def _continuous_action(self, action: Any, state: ViewState) -> torch.Tensor:
-        arr = np.asarray(action)
-        if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"action must be an integer id in [0, {len(DISCRETE_ACTIONS)}), got {action!r}")
-        if not 0 <= int(arr) < len(DISCRETE_ACTIONS):
-            raise ValueError(f"action must be in [0, {len(DISCRETE_ACTIONS)}), got {int(arr)}")
-        ids = torch.tensor([int(arr)], device=self.device)
-        return discrete_to_action(self.params, state, ids)
+    discrete: ClassVar[bool] = True
 
 
 def draw_box(pool: ImagePool, image: int, box: list[float], side: int = RENDER_SIDE) -> np.ndarray:
