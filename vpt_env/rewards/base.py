@@ -30,7 +30,9 @@ class RewardFn(Protocol):
 
     and returns a ``(B,)`` float tensor on the same device. Any callable with
     this signature works; an object may also set ``needs_annotations = True``
-    so that the env refuses sources without annotations up front.
+    so that the env refuses sources without annotations up front, and
+    ``needs_views = False`` when it never reads ``views`` (the vector env then
+    skips building float views on its fastest path, and passes None).
     """
 
     def __call__(self, views: Tensor, state: ViewState, annotations: Annotations) -> Tensor: ...

@@ -27,6 +27,7 @@ class ZeroReward:
     """Always 0."""
 
     needs_annotations = False
+    needs_views = False
 
     def __call__(self, views: Tensor, state: ViewState, annotations: Annotations) -> Tensor:
         return torch.zeros(state.image.shape[0], device=state.box.device)
@@ -40,6 +41,7 @@ class LabelReward:
     """
 
     needs_annotations = True
+    needs_views = False
 
     def __init__(self, target: int) -> None:
         self.target = target
@@ -59,6 +61,7 @@ class CoverageReward:
     """
 
     needs_annotations = True
+    needs_views = False
 
     def __init__(self, target: int) -> None:
         self.target = target

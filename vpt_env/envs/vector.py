@@ -1,0 +1,385 @@
+"""``ImageViewVectorEnv``: N image-view envs stepped as one batch on a device."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium.error import ResetNeeded
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from torch import Tensor
+
+from vpt_env.core.dynamics import discrete_to_action, reset_state, step_state
+from vpt_env.core.random import seed_key
+from vpt_env.core.render import render, render_nearest_uint8, to_uint8
+from vpt_env.core.state import EnvParams, ViewState
+from vpt_env.data.annotations import view_cumulant
+from vpt_env.data.sources import MAX_IMAGE_SIDE
+from vpt_env.envs.common import (
+    build_pool,
+    continuous_actions,
+    discrete_actions,
+    make_action_space,
+    make_observation_space,
+    resolve_params,
+)
+from vpt_env.rewards.base import check_reward_output
+
+__all__ = ["ImageViewDiscreteVectorEnv", "ImageViewVectorEnv"]
+
+OBS_FORMATS = ("uint8", "float")
+ARRAY_TYPES = ("torch", "numpy")
+_AUTORESET = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
+
+
+def _where_state(mask: Tensor, a: ViewState, b: ViewState) -> ViewState:
+    """Per-env select between two states: ``a`` where ``mask``, else ``b``."""
+    out = []
+    for x, y in zip(a, b, strict=True):
+        m = mask.view(-1, *([1] * (x.dim() - 1)))
+        out.append(torch.where(m, x, y))
+    return ViewState(*out)
+
+
+class ImageViewVectorEnv(VectorEnv):
+    """``num_envs`` image-view envs in one batch: the vector entry point of ``ImageView-v0``.
+
+    Every env's transition, render and reward is one batched call of the core
+    that the single env uses with a batch of one, so ``N`` single envs seeded
+    ``seed, seed + 1, ...`` and one vector env reset with ``seed`` step through
+    identical states. Make it with::
+
+        envs = gym.make_vec("ImageView-v0", num_envs=256, vectorization_mode="vector_entry_point")
+
+    Args:
+        num_envs: number of envs ``N``.
+        source, reward, target, reward_kwargs, obs_mode, render_mode, params,
+            max_image_side, strict, device: as for ``ImageView-v0``; every
+            EnvParams field may also be given as a keyword. ``source`` may be
+            a ready :class:`~vpt_env.data.pool.ImagePool`.
+        max_episode_steps: truncation after this many steps (100 at registration).
+        obs_format: ``"uint8"`` views ``(N, S, S, 3)`` (default) or
+            ``"float"`` views ``(N, 3, S, S)`` in ``[0, 1]``.
+        array: ``"torch"`` (default): observations, rewards, flags and infos
+            are tensors on ``device``; ``"numpy"``: numpy arrays, as
+            Gymnasium's own vector envs return.
+        autoreset_mode: ``"next_step"`` (Gymnasium's default: the step after
+            an episode ends resets that env, ignoring its action and returning
+            reward 0 and no flags) or ``"same_step"`` (the env resets within
+            the step that ends it; the last observation and info go to
+            ``infos["final_obs"]`` and ``infos["final_info"]``, with the mask
+            ``infos["_final_obs"]``).
+        validate: check actions (NaN/inf, id range) and rewards (finite). On an
+            accelerator each check reads one flag back to the host; pass False
+            for a step path with no synchronisation.
+
+    Observations follow ``observation_space`` (a batched version of
+    ``single_observation_space``); with ``array="torch"`` they are tensors of
+    the same shapes and dtypes. ``infos`` carries ``image_index`` ``(N,)``,
+    ``box`` ``(N, 4)``, ``aug`` ``(N, 7)`` and, for annotated sources,
+    ``cumulant`` ``(N, K)``, each with its Gymnasium ``_key`` mask.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": ["rgb_array"],
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+    discrete: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        source: Any = None,
+        *,
+        reward: Any = "zero",
+        target: int | str | None = None,
+        reward_kwargs: dict[str, Any] | None = None,
+        obs_mode: str = "view",
+        render_mode: str | None = None,
+        params: EnvParams | None = None,
+        max_image_side: int = MAX_IMAGE_SIDE,
+        strict: bool = False,
+        device: str | torch.device = "cpu",
+        max_episode_steps: int | None = 100,
+        obs_format: str = "uint8",
+        array: str = "torch",
+        autoreset_mode: str | AutoresetMode = "next_step",
+        validate: bool = True,
+        **param_kwargs: Any,
+    ) -> None:
+        extra = ("num_envs", "max_episode_steps", "obs_format", "array", "autoreset_mode", "validate")
+        self.params = resolve_params(params, param_kwargs, extra)
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if max_episode_steps is not None and (
+            isinstance(max_episode_steps, bool)
+            or not isinstance(max_episode_steps, int)
+            or max_episode_steps < 1
+        ):
+            raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
+        if obs_format not in OBS_FORMATS:
+            raise ValueError(f"obs_format must be one of {OBS_FORMATS}, got {obs_format!r}")
+        if array not in ARRAY_TYPES:
+            raise ValueError(f"array must be one of {ARRAY_TYPES}, got {array!r}")
+        if isinstance(autoreset_mode, AutoresetMode):
+            autoreset_mode = autoreset_mode.value
+        if autoreset_mode not in _AUTORESET:
+            raise ValueError(f"autoreset_mode must be one of {tuple(_AUTORESET)}, got {autoreset_mode!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.metadata = {**type(self).metadata, "autoreset_mode": _AUTORESET[autoreset_mode]}
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.obs_mode = obs_mode
+        self.obs_format = obs_format
+        self.array = array
+        self.render_mode = render_mode
+        self.max_episode_steps = max_episode_steps
+        self.validate = validate
+        self.pool, self.reward_fn = build_pool(
+            source,
+            self.params,
+            reward=reward,
+            target=target,
+            reward_kwargs=reward_kwargs,
+            obs_mode=obs_mode,
+            max_image_side=max_image_side,
+            strict=strict,
+            device=self.device,
+        )
+        self.single_observation_space = make_observation_space(
+            self.params, obs_mode, channels_first_float=obs_format == "float"
+        )
+        self.single_action_space = make_action_space(self.params, self.discrete)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._state: ViewState | None = None
+        self._views: Tensor | None = None
+        self._views_u8: Tensor | None = None
+        self._autoreset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._needs_views = getattr(self.reward_fn, "needs_views", True)
+
+    # -- Gymnasium API ----------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset every env, or those in ``options["reset_mask"]``.
+
+        ``seed``: an int seeds env ``i`` with ``seed + i`` (as Gymnasium's vector
+        envs do, so single envs seeded alike match); a list gives one seed (or
+        None) per env. ``options``: ``reset_mask`` (bool ``(N,)``) resets only
+        those envs; ``image_index`` (int ``(N,)``) picks each env's image.
+        """
+        n = self.num_envs
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        image_index = options.pop("image_index", None)
+        if options:
+            raise ValueError(
+                f"unknown reset option(s) {sorted(options)}; accepted: ['image_index', 'reset_mask']"
+            )
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            super().reset(seed=seed)
+            seeds: list[int | None] = [seed + i for i in range(n)]
+        elif seed is None:
+            seeds = [None] * n
+        elif isinstance(seed, list | tuple) and len(seed) == n:
+            seeds = list(seed)
+        else:
+            raise ValueError(f"seed must be None, an int or a list of {n} ints/None, got {seed!r}")
+        if mask is None:
+            mask_t = torch.ones(n, dtype=torch.bool, device=self.device)
+        else:
+            mask_t = torch.as_tensor(
+                np.asarray(mask.cpu() if isinstance(mask, Tensor) else mask), device=self.device
+            )
+            if mask_t.shape != (n,) or mask_t.dtype != torch.bool:
+                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({n},)")
+        if self._state is None and not bool(mask_t.all()):
+            raise ResetNeeded("the first reset() must reset every env (no reset_mask)")
+        keys, episodes = self._next_streams(seeds)
+        image = None
+        if image_index is not None:
+            image = torch.as_tensor(np.asarray(image_index), dtype=torch.int64, device=self.device)
+            if image.shape != (n,) or not bool(((image >= 0) & (image < len(self.pool))).all()):
+                raise ValueError(f"options['image_index'] must hold {n} ints in [0, {len(self.pool)})")
+        fresh = reset_state(self.params, self.pool.image_hw, keys, episodes, image)
+        self._state = fresh if self._state is None else _where_state(mask_t, fresh, self._state)
+        self._autoreset = self._autoreset & ~mask_t
+        self._render_views()
+        return self._observation(), self._info()
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Step every env; returns ``(obs, rewards, terminations, truncations, infos)``."""
+        if self._state is None:
+            raise ResetNeeded("Cannot call step() before calling reset()")
+        state = self._state
+        n = self.num_envs
+        if self.discrete:
+            ids = discrete_actions(actions, n, self.device, self.validate)
+            cont = discrete_to_action(self.params, state, ids)
+        else:
+            cont = continuous_actions(actions, n, self.params.action_dim, self.device, self.validate)
+        nxt = step_state(self.params, state, cont, self.pool.image_hw)
+        fresh = reset_state(self.params, self.pool.image_hw, state.key, state.episode + 1)
+        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
+            resetting = self._autoreset
+            self._state = _where_state(resetting, fresh, nxt)
+            self._render_views()
+            rewards = torch.where(resetting, 0.0, self._reward())
+            terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
+            truncated = self._truncated() & ~resetting
+            self._autoreset = terminated | truncated
+            return (
+                self._observation(),
+                self._out(rewards),
+                self._out(terminated),
+                self._out(truncated),
+                self._info(),
+            )
+        # SAME_STEP: finish the step, then reset the envs that ended within it.
+        self._state = nxt
+        self._render_views()
+        rewards = self._reward()
+        terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
+        truncated = self._truncated()
+        done = terminated | truncated
+        infos = self._info()
+        if bool(done.any()):
+            final_obs, final_info = self._observation(), infos
+            self._state = _where_state(done, fresh, nxt)
+            self._render_views()
+            infos = self._info()
+            infos["final_obs"] = final_obs
+            infos["final_info"] = final_info
+            infos["_final_obs"] = self._out(done)
+            infos["_final_info"] = self._out(done)
+        return self._observation(), self._out(rewards), self._out(terminated), self._out(truncated), infos
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        """A grid of the current views (at most 64), uint8 ``(H, W, 3)``."""
+        if self.render_mode is None:
+            return None
+        if self._state is None:
+            raise ResetNeeded("Cannot call render() before calling reset()")
+        views = self._uint8_views()[:64].cpu().numpy()
+        k, s = views.shape[0], views.shape[1]
+        cols = math.ceil(math.sqrt(k))
+        rows = math.ceil(k / cols)
+        grid = np.full((rows * (s + 2) + 2, cols * (s + 2) + 2, 3), 32, np.uint8)
+        for i, v in enumerate(views):
+            r, c = divmod(i, cols)
+            grid[2 + r * (s + 2) : 2 + r * (s + 2) + s, 2 + c * (s + 2) : 2 + c * (s + 2) + s] = v
+        return grid
+
+    def close(self, **kwargs: Any) -> None:
+        """Nothing to release: the pool is freed with the env."""
+        self.closed = True
+
+    @property
+    def state(self) -> ViewState | None:
+        """The current batched :class:`ViewState` (None before reset)."""
+        return self._state
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _next_streams(self, seeds: list[int | None]) -> tuple[Tensor, Tensor]:
+        keys, episodes = [], []
+        for sd in seeds:
+            if sd is not None:
+                keys.append(seed_key(sd))
+                episodes.append(0)
+            elif self._state is not None:
+                keys.append(None)
+                episodes.append(None)
+            else:
+                keys.append(seed_key(int(self.np_random.integers(0, 2**63 - 1))))
+                episodes.append(0)
+        if self._state is not None:
+            old_k = self._state.key.tolist()
+            old_e = self._state.episode.tolist()
+            keys = [old_k[i] if k is None else k for i, k in enumerate(keys)]
+            episodes = [old_e[i] + 1 if e is None else e for i, e in enumerate(episodes)]
+        return (
+            torch.tensor(keys, dtype=torch.int64, device=self.device),
+            torch.tensor(episodes, dtype=torch.int64, device=self.device),
+        )
+
+    def _fast_nearest(self) -> bool:
+        return (
+            self.params.interpolation == "nearest"
+            and not self.params.has_pixel_augmentation
+            and self.obs_format == "uint8"
+        )
+
+    def _render_views(self) -> None:
+        assert self._state is not None
+        self._views = self._views_u8 = None
+        if self._fast_nearest():
+            st = self._state
+            self._views_u8 = render_nearest_uint8(
+                self.pool, st.image, st.box, self.params.view_size, st.aug[:, 5]
+            )
+        else:
+            self._views = render(self.pool, self._state, self.params)
+
+    def _float_views(self) -> Tensor:
+        if self._views is None:
+            assert self._views_u8 is not None
+            self._views = self._views_u8.permute(0, 3, 1, 2).float() / 255.0
+        return self._views
+
+    def _uint8_views(self) -> Tensor:
+        if self._views_u8 is None:
+            self._views_u8 = to_uint8(self._float_views())
+        return self._views_u8
+
+    def _reward(self) -> Tensor:
+        assert self._state is not None
+        views = self._float_views() if self._needs_views else self._views
+        out = self.reward_fn(views, self._state, self.pool.annotations)
+        if self.validate:
+            return check_reward_output(self.reward_fn, out, self.num_envs, self.device)
+        return out.float()
+
+    def _truncated(self) -> Tensor:
+        assert self._state is not None
+        if self.max_episode_steps is None:
+            return torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return self._state.t >= self.max_episode_steps
+
+    def _out(self, x: Tensor) -> Any:
+        return x.cpu().numpy() if self.array == "numpy" else x
+
+    def _observation(self) -> Any:
+        assert self._state is not None
+        view = self._uint8_views() if self.obs_format == "uint8" else self._float_views()
+        if self.obs_mode == "view":
+            return self._out(view)
+        return {"view": self._out(view), "box": self._out(self._state.box), "aug": self._out(self._state.aug)}
+
+    def _info(self) -> dict[str, Any]:
+        assert self._state is not None
+        st = self._state
+        values = {"image_index": st.image, "box": st.box, "aug": st.aug}
+        if self.pool.annotations.num_classes:
+            values["cumulant"] = view_cumulant(self.pool.annotations, st.image, st.box)
+        mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        info: dict[str, Any] = {}
+        for k, v in values.items():
+            info[k] = self._out(v)
+            info[f"_{k}"] = self._out(mask)
+        return info
+
+
+class ImageViewDiscreteVectorEnv(ImageViewVectorEnv):
+    """The vector entry point of ``ImageViewDiscrete-v0``: ``MultiDiscrete([9] * N)`` actions."""
+
+    discrete: ClassVar[bool] = True
+
