@@ -12,8 +12,14 @@ from gymnasium.envs.registration import register, registry
 
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data import Annotation, Annotations, ArraySource, FolderSource, ImagePool, ImageSource
-from vpt_env.envs import ImageViewDiscreteEnv, ImageViewEnv
+from vpt_env.envs import (
+    ImageViewDiscreteEnv,
+    ImageViewDiscreteVectorEnv,
+    ImageViewEnv,
+    ImageViewVectorEnv,
+)
 from vpt_env.rewards import REWARDS, RewardFn, make_reward, register_reward
+from vpt_env.sampling import TransitionBatch, TransitionSampler
 
 __version__ = "0.1.0"
 
@@ -27,8 +33,12 @@ __all__ = [
     "ImagePool",
     "ImageSource",
     "ImageViewDiscreteEnv",
+    "ImageViewDiscreteVectorEnv",
     "ImageViewEnv",
+    "ImageViewVectorEnv",
     "RewardFn",
+    "TransitionBatch",
+    "TransitionSampler",
     "ViewState",
     "__version__",
     "make_reward",
@@ -38,9 +48,22 @@ __all__ = [
 #: Episode length at registration (``TimeLimit``).
 MAX_EPISODE_STEPS = 100
 
-for _id, _entry in (
-    ("ImageView-v0", "vpt_env.envs.image_view:ImageViewEnv"),
-    ("ImageViewDiscrete-v0", "vpt_env.envs.image_view:ImageViewDiscreteEnv"),
+for _id, _entry, _vector_entry in (
+    (
+        "ImageView-v0",
+        "vpt_env.envs.image_view:ImageViewEnv",
+        "vpt_env.envs.vector:ImageViewVectorEnv",
+    ),
+    (
+        "ImageViewDiscrete-v0",
+        "vpt_env.envs.image_view:ImageViewDiscreteEnv",
+        "vpt_env.envs.vector:ImageViewDiscreteVectorEnv",
+    ),
 ):
     if _id not in registry:
-        register(id=_id, entry_point=_entry, max_episode_steps=MAX_EPISODE_STEPS)
+        register(
+            id=_id,
+            entry_point=_entry,
+            vector_entry_point=_vector_entry,
+            max_episode_steps=MAX_EPISODE_STEPS,
+        )

@@ -382,4 +382,3 @@ class ImageViewDiscreteVectorEnv(ImageViewVectorEnv):
     """The vector entry point of ``ImageViewDiscrete-v0``: ``MultiDiscrete([9] * N)`` actions."""
 
     discrete: ClassVar[bool] = True
-
