@@ -11,7 +11,19 @@ Importing the package registers the environments with Gymnasium::
 from gymnasium.envs.registration import register, registry
 
 from vpt_env.core.state import EnvParams, ViewState
-from vpt_env.data import Annotation, Annotations, ArraySource, FolderSource, ImagePool, ImageSource
+from vpt_env.data import (
+    Annotation,
+    Annotations,
+    ArraySource,
+    CaptionManifest,
+    CocoSource,
+    FolderSource,
+    ImageFolderSource,
+    ImagePool,
+    ImageSource,
+    VideoFramesSource,
+    WebDatasetSource,
+)
 from vpt_env.envs import (
     ImageViewDiscreteEnv,
     ImageViewDiscreteVectorEnv,
@@ -28,8 +40,11 @@ __all__ = [
     "Annotation",
     "Annotations",
     "ArraySource",
+    "CaptionManifest",
+    "CocoSource",
     "EnvParams",
     "FolderSource",
+    "ImageFolderSource",
     "ImagePool",
     "ImageSource",
     "ImageViewDiscreteEnv",
@@ -39,7 +54,9 @@ __all__ = [
     "RewardFn",
     "TransitionBatch",
     "TransitionSampler",
+    "VideoFramesSource",
     "ViewState",
+    "WebDatasetSource",
     "__version__",
     "make_reward",
     "register_reward",

@@ -32,6 +32,7 @@ from vpt_env.data.annotations import Annotation, Annotations
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_SIDE",
+    "SOURCE_SUFFIXES",
     "ArraySource",
     "FolderSource",
     "ImageReadError",
@@ -249,12 +250,65 @@ class FolderSource:
         return str(self.paths[index])
 
 
-def resolve_source(source: Any) -> ImageSource:
+#: What a path string given as ``source=`` is read as, by how its name ends.
+SOURCE_SUFFIXES: dict[str, str] = {
+    ".jsonl": "CaptionManifest",
+    ".csv": "CaptionManifest",
+    ".tsv": "CaptionManifest",
+    ".tar": "WebDatasetSource",
+    ".tar.gz": "WebDatasetSource",
+    ".tgz": "WebDatasetSource",
+    ".json": "CocoSource (instances or captions, by its keys)",
+    ".gif": "VideoFramesSource",
+    ".webp": "VideoFramesSource",
+    ".tif": "VideoFramesSource",
+    ".tiff": "VideoFramesSource",
+    ".mp4": "VideoFramesSource",
+    ".avi": "VideoFramesSource",
+    ".mov": "VideoFramesSource",
+    ".mkv": "VideoFramesSource",
+    ".webm": "VideoFramesSource",
+}
+
+
+def _path_source(path: Path, strict: bool) -> ImageSource:
+    """The reader for an existing file, chosen by its suffix (see :data:`SOURCE_SUFFIXES`)."""
+    from vpt_env.data import readers
+
+    name = path.name.lower()
+    kind = next((SOURCE_SUFFIXES[s] for s in sorted(SOURCE_SUFFIXES, key=len, reverse=True)
+                 if name.endswith(s)), None)
+    if kind == "CaptionManifest":
+        return readers.CaptionManifest(path, strict=strict)
+    if kind == "WebDatasetSource":
+        return readers.WebDatasetSource(path, strict=strict)
+    if kind is not None and kind.startswith("CocoSource"):
+        return readers.CocoSource.from_json(path, strict=strict)
+    if kind == "VideoFramesSource":
+        return readers.VideoFramesSource(path, strict=strict)
+    raise ValueError(
+        f"source file {str(path)!r} is not a format source= reads by name "
+        f"({', '.join(SOURCE_SUFFIXES)}); pass a folder, or a reader such as "
+        "vpt_env.ImageFolderSource(root)"
+    )
+
+
+def resolve_source(source: Any, strict: bool = False) -> ImageSource:
     """Turn the ``source=`` argument of an env into an :class:`ImageSource`.
 
-    Accepts None or an embedded dataset name (``"photos"``), a folder path, a
-    sequence of arrays/tensors/PIL images, an array batch, or an object
-    implementing :class:`ImageSource`.
+    Accepts None or an embedded dataset name (``"photos"``), a folder path
+    (:class:`FolderSource`), a file path whose name picks a reader (``.jsonl``,
+    ``.csv``, ``.tsv``: captions manifest; ``.tar``, ``.tar.gz``: WebDataset
+    shard; ``.json``: COCO instances or captions, by its keys; ``.gif``,
+    ``.webp``, ``.tif``, ``.mp4``, ...: video clip), a brace pattern of shards
+    (``"shards/cc-{000..009}.tar"``), a sequence of arrays/tensors/PIL
+    images, an array batch, or an object implementing :class:`ImageSource`
+    (e.g. ``ImageFolderSource(root)``, which is never chosen by name: a
+    folder stays a :class:`FolderSource`).
+
+    Args:
+        source: as above.
+        strict: passed to the reader a path string selects.
     """
     from vpt_env.data.embedded import EMBEDDED, embedded_source
 
@@ -265,11 +319,17 @@ def resolve_source(source: Any) -> ImageSource:
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not path.exists():
+            from vpt_env.data.readers import WebDatasetSource, expand_braces
+
+            if isinstance(source, str) and expand_braces(source) != [source]:
+                return WebDatasetSource(source, strict=strict)
             raise ValueError(
                 f"source {str(source)!r} is neither an embedded dataset {sorted(EMBEDDED)} "
-                "nor an existing folder"
+                "nor an existing folder or file"
             )
-        return FolderSource(path)
+        if path.is_dir():
+            return FolderSource(path)
+        return _path_source(path, strict)
     if isinstance(source, ImageSource):
         return source
     if isinstance(source, np.ndarray | torch.Tensor) or (
@@ -277,7 +337,7 @@ def resolve_source(source: Any) -> ImageSource:
     ):
         return ArraySource(source)
     raise TypeError(
-        "source must be None, an embedded dataset name, a folder path, a sequence of "
+        "source must be None, an embedded dataset name, a folder or file path, a sequence of "
         f"arrays, or an ImageSource, got {type(source).__name__}"
     )
 
@@ -286,17 +346,27 @@ def _iter_readable(
     src: ImageSource, strict: bool, min_side: int, max_side: int
 ) -> Iterator[tuple[np.ndarray, Annotation]]:
     bad: list[str] = []
+    # Readers (vpt_env.data.readers) count what they skip themselves and warn
+    # once with everything they met, construction included: hand them the
+    # unreadable images instead of warning a second time here.
+    record = getattr(src, "record_problem", None)
+    strict = strict or getattr(src, "strict", False) is True
     for i in range(len(src)):
         name = src.name(i) if hasattr(src, "name") else f"image {i}"
         try:
             arr = _fit_size(to_rgb_uint8(src.image(i)), min_side, max_side)
             ann = src.annotation(i)
-        except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as err:
+        except (OSError, ValueError, TypeError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
             if strict:
                 raise ImageReadError(f"cannot read {name}: {err}") from err
-            bad.append(f"{name} ({type(err).__name__}: {err})")
+            if record is not None:
+                record("unreadable image", f"{name} ({type(err).__name__}: {err})")
+            else:
+                bad.append(f"{name} ({type(err).__name__}: {err})")
             continue
         yield arr, ann
+    if record is not None and hasattr(src, "warn_summary"):
+        src.warn_summary()
     if bad:
         warnings.warn(
             f"skipped {len(bad)} unreadable image(s) of {len(src)}; first: {bad[0]}",
@@ -331,7 +401,7 @@ def load_images(
         raise ValueError(f"max_image_side must be an int >= 8, got {max_side!r}")
     if min_side > max_side:
         raise ValueError(f"max_image_side ({max_side}) must be at least the view size ({min_side})")
-    src = resolve_source(source)
+    src = resolve_source(source, strict=strict)
     images: list[np.ndarray] = []
     anns: list[Annotation] = []
     for arr, ann in _iter_readable(src, strict, min_side, max_side):

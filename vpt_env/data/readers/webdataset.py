@@ -1,0 +1,416 @@
+"""WebDataset tar shards (as CC12M, LAION, img2dataset ship them): streamed, or indexed for random access."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import lzma
+import os
+import posixpath
+import re
+import tarfile
+from array import array
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image
+
+from vpt_env.data.annotations import Annotation
+from vpt_env.data.readers._base import MALFORMED, READ_ERRORS, UNREADABLE, Reader, open_image
+from vpt_env.data.readers.manifest import CAPTION_KEYS
+from vpt_env.data.sources import ImageReadError, to_rgb_uint8
+
+__all__ = ["IMAGE_MEMBER_EXTENSIONS", "WebDatasetSource", "expand_braces"]
+
+#: Member extensions read as the sample's image (the first present, in this order).
+IMAGE_MEMBER_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm")
+_TEXT_MEMBERS = ("txt", "json", "cls")
+_LABEL_KEYS = ("label", "cls", "class")
+
+_NO_IMAGE = "sample without an image member"
+_IMAGE_EXTS_TEXT = "/".join(IMAGE_MEMBER_EXTENSIONS)
+_BAD_SHARD = "unreadable shard (rest of the shard skipped)"
+_MISSING_SHARD = "missing shard"
+
+_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?")
+
+
+def _alternatives(body: str) -> list[str] | None:
+    """The expansions of one brace group's body, or None if it is literal (``{x}``)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(body):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(body[start:i])
+            start = i + 1
+    if parts:
+        return [*parts, body[start:]]
+    m = _RANGE.fullmatch(body)
+    if m is None:
+        return None
+    a, b = int(m.group(1)), int(m.group(2))
+    step = abs(int(m.group(3) or 1)) or 1
+    # As bash: a leading zero on either end pads every number to the longer end's width.
+    padded = any(re.fullmatch(r"-?0\d+", g) for g in m.group(1, 2))
+    width = max(len(m.group(1)), len(m.group(2))) if padded else 0
+    values = range(a, b + 1, step) if a <= b else range(a, b - 1, -step)
+    return [f"{v:0{width}d}" for v in values]
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Expand shell-style braces: lists ``{a,b}`` and numeric ranges ``{000..009}``.
+
+    Ranges keep zero padding (``{08..10}`` -> ``08 09 10``), may count down
+    and take a step (``{0..10..5}``); groups nest and combine left to right.
+    A brace group with neither a comma nor a range (``{x}``) stays literal.
+
+    >>> expand_braces("shards/cc-{000..002}.tar")
+    ['shards/cc-000.tar', 'shards/cc-001.tar', 'shards/cc-002.tar']
+    >>> expand_braces("{a,b{1..2}}-{x}.tar")
+    ['a-{x}.tar', 'b1-{x}.tar', 'b2-{x}.tar']
+    """
+    depth, start = 0, -1
+    for i, ch in enumerate(pattern):
+        if ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                alts = _alternatives(pattern[start + 1 : i])
+                if alts is not None:
+                    head, tail = pattern[:start], pattern[i + 1 :]
+                    return [out for alt in alts for out in expand_braces(head + alt + tail)]
+    return [pattern]
+
+
+def _split_member(name: str) -> tuple[str, str] | None:
+    """``dir/abc.seg.png`` -> ``("dir/abc", "seg.png")``; None for names without an extension."""
+    folder, base = posixpath.split(name)
+    if base.startswith(".") or "." not in base:
+        return None
+    stem, ext = base.split(".", 1)
+    return posixpath.join(folder, stem), ext.lower()
+
+
+def _open_shard(path: Path) -> IO[bytes]:
+    """A seekable binary stream of the (decompressed) tar bytes."""
+    name = path.name.lower()
+    if name.endswith((".gz", ".tgz")):
+        return gzip.open(path, "rb")
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    if name.endswith(".xz"):
+        return lzma.open(path, "rb")
+    return open(path, "rb")  # kept open in the handle cache
+
+
+def _groups(members: Iterator[tuple[str, str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Group consecutive members by key, as WebDataset does."""
+    key, group = None, {}
+    for k, ext, payload in members:
+        if k != key:
+            if key is not None:
+                yield key, group
+            key, group = k, {}
+        group.setdefault(ext, payload)
+    if key is not None:
+        yield key, group
+
+
+def _wanted(ext: str) -> bool:
+    return ext in IMAGE_MEMBER_EXTENSIONS or ext in _TEXT_MEMBERS
+
+
+class WebDatasetSource(Reader):
+    """Samples of WebDataset tar shards: ``key.jpg`` plus optional ``key.txt``, ``key.json``, ``key.cls``.
+
+    Members are grouped into samples by key (the member's path up to the first
+    dot of its file name), consecutive members with one key forming one
+    sample, as in the ``webdataset`` library. A sample's image is its first
+    member in :data:`IMAGE_MEMBER_EXTENSIONS`; its captions are the ``.txt``
+    member's text and the ``.json`` member's ``caption``/``captions``/``text``
+    fields; its label is the ``.cls`` member's integer, or the ``.json``
+    member's ``label``/``cls``/``class`` integer. ``classes`` are the names
+    given, else ``"0"``, ``"1"``, ... up to the largest label found.
+
+    Streamed: iterating the source reads the shards one after another with
+    ``tarfile`` in streaming mode (``r|*``: compressed shards too), holding
+    one sample at a time. Random access (``len``, ``image(i)``,
+    ``annotation(i)``, ``classes``) first builds an index of member offsets
+    (one pass over the tar headers and the small text members; images are
+    not read) and then reads each image by seeking into its shard. Nothing is
+    extracted to disk, and no image is held in memory by the source. Indexed
+    access to compressed shards works but seeks backwards slowly.
+
+    Bad input: a missing shard, an unreadable or truncated shard (the rest of
+    it is skipped), a sample without an image member, a malformed ``.json``
+    or ``.cls`` member and non-UTF-8 text raise ``ValueError`` naming the
+    shard and member when ``strict``, else are skipped and counted. Corrupt
+    images are skipped and counted when read (by iteration or by
+    ``load_images``). No shard with an image raises ``ValueError`` at
+    construction.
+
+    Args:
+        urls: a shard path, a list of them, or a brace pattern
+            (``"shards/cc-{000..009}.tar"``, see :func:`expand_braces`).
+        classes: names of the label indices (default: the label numbers).
+        strict: raise on the first bad shard, sample or member.
+    """
+
+    def __init__(
+        self,
+        urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        classes: Sequence[str] | None = None,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(strict)
+        items = [urls] if isinstance(urls, str | os.PathLike) else list(urls)
+        paths = [Path(p) for u in items for p in expand_braces(os.fspath(u))]
+        if not paths:
+            raise ValueError("WebDatasetSource needs at least one shard")
+        self.urls = urls
+        self.shards: list[Path] = []
+        for p in paths:
+            if p.is_file():
+                self.shards.append(p)
+            else:
+                self._problem(_MISSING_SHARD, f"shard {str(p)!r} not found")
+        self._classes = None if classes is None else list(classes)
+        self._index: dict[str, Any] | None = None
+        self._files: dict[int, IO[bytes]] = {}
+        if not self.shards or not self._any_sample():
+            raise ValueError(
+                f"{self!r}: no readable sample with an image member "
+                f"({len(self.shards)} of {len(paths)} shards found; image members: "
+                f"{', '.join(IMAGE_MEMBER_EXTENSIONS)})"
+            )
+
+    # -- reading shards -----------------------------------------------------------------
+
+    @staticmethod
+    def _stream_members(tf: tarfile.TarFile) -> Iterator[tuple[str, str, Any]]:
+        """(key, ext, bytes) of the wanted members of a streamed shard, in order."""
+        for m in tf:
+            split = _split_member(m.name) if m.isfile() else None
+            if split is None or not _wanted(split[1]):
+                continue
+            f = tf.extractfile(m)
+            yield split[0], split[1], f.read() if f is not None else b""
+
+    @staticmethod
+    def _offset_members(tf: tarfile.TarFile) -> Iterator[tuple[str, str, Any]]:
+        """(key, ext, (offset, size)) of the wanted members of a seekable shard."""
+        for m in tf:
+            split = _split_member(m.name) if m.isfile() else None
+            if split is not None and _wanted(split[1]):
+                yield split[0], split[1], (m.offset_data, m.size)
+
+    def _any_sample(self) -> bool:
+        for shard in self.shards:
+            try:
+                with tarfile.open(shard, mode="r|*") as tf:
+                    for _, group in _groups(self._stream_members(tf)):
+                        if any(e in group for e in IMAGE_MEMBER_EXTENSIONS):
+                            return True
+            except (tarfile.TarError, OSError, EOFError):
+                continue  # counted when the shard is read for real
+        return False
+
+    def _shard_problem(self, shard: Path, err: BaseException) -> None:
+        self._problem(_BAD_SHARD, f"shard {str(shard)!r}: {type(err).__name__}: {err}")
+
+    def _read(self, shard_no: int, offset: int, size: int) -> bytes:
+        f = self._files.get(shard_no)
+        if f is None:
+            if len(self._files) >= 8:  # bound the open files; shards are read mostly in order
+                self._files.pop(next(iter(self._files))).close()
+            f = self._files[shard_no] = _open_shard(self.shards[shard_no])
+        f.seek(offset)
+        data = f.read(size)
+        if len(data) != size:
+            raise OSError(f"truncated member: {len(data)} of {size} bytes")
+        return data
+
+    def close(self) -> None:
+        """Close the shard files kept open for random access (reopened when needed)."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the file objects may already be gone
+            pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state
+
+    # -- samples ------------------------------------------------------------------------
+
+    def _text(
+        self, where: str, txt: bytes | None, js: bytes | None, cls: bytes | None
+    ) -> tuple[list[str], int | None]:
+        """Captions and label from a sample's text members."""
+        captions: list[str] = []
+        label: int | None = None
+        if txt is not None:
+            text = self._decode(txt, f"{where}.txt").strip()
+            if text:
+                captions.append(text)
+        if js is not None:
+            try:
+                obj = json.loads(self._decode(js, f"{where}.json"))
+                if not isinstance(obj, dict):
+                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+            except ValueError as err:  # JSONDecodeError included
+                self._problem(MALFORMED, f"{where}.json: {err}")
+                obj = {}
+            for key in CAPTION_KEYS:
+                value = obj.get(key)
+                for c in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+                    if isinstance(c, str) and c.strip() and c.strip() not in captions:
+                        captions.append(c.strip())
+            found = next((obj[k] for k in _LABEL_KEYS if k in obj), None)
+            if isinstance(found, int) and not isinstance(found, bool) and found >= 0:
+                label = found
+            elif found is not None:
+                self._problem(MALFORMED, f"{where}.json: label {found!r} is not a class index")
+        if cls is not None:
+            text = self._decode(cls, f"{where}.cls").strip()
+            try:
+                label = int(text)
+                if label < 0:
+                    raise ValueError("negative")
+            except ValueError:
+                self._problem(MALFORMED, f"{where}.cls: {text[:40]!r} is not a class index")
+                label = None
+        if label is not None and self._classes is not None and label >= len(self._classes):
+            n = len(self._classes)
+            self._problem(MALFORMED, f"{where}: label {label} is not below len(classes) = {n}")
+            label = None
+        return captions, label
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, Annotation]]:
+        """Stream every readable sample as ``(RGB uint8 (H, W, 3) array, Annotation)``, in order.
+
+        Reads each shard once, sequentially, without building the index.
+        Bad samples are skipped and counted (strict: raised); the summary is
+        warned once at the end.
+        """
+        for shard in self.shards:
+            try:
+                with tarfile.open(shard, mode="r|*") as tf:
+                    for key, group in _groups(self._stream_members(tf)):
+                        where = f"{shard}:{key}"
+                        img = next((group[e] for e in IMAGE_MEMBER_EXTENSIONS if e in group), None)
+                        if img is None:
+                            self._problem(_NO_IMAGE, f"{where}: no image member ({_IMAGE_EXTS_TEXT})")
+                            continue
+                        try:
+                            arr = to_rgb_uint8(open_image(io.BytesIO(img)))
+                        except READ_ERRORS as err:
+                            if self.strict:
+                                raise ImageReadError(f"cannot read {where}: {err}") from err
+                            self.record_problem(UNREADABLE, f"{where} ({type(err).__name__}: {err})")
+                            continue
+                        caps, label = self._text(where, group.get("txt"), group.get("json"), group.get("cls"))
+                        yield arr, Annotation(label=label, captions=caps)
+            except (tarfile.TarError, EOFError, OSError) as err:
+                self._shard_problem(shard, err)
+        self.warn_summary()
+
+    def _build_index(self) -> dict[str, Any]:
+        cols = {k: array("q") for k in ("shard", "img_off", "img_size", "label")}
+        for ext in _TEXT_MEMBERS:
+            cols[f"{ext}_off"], cols[f"{ext}_size"] = array("q"), array("q")
+        keys: list[str] = []
+        for shard_no, shard in enumerate(self.shards):
+            try:
+                f = _open_shard(shard)
+                with f, tarfile.open(fileobj=f, mode="r:") as tf:
+                    for key, group in _groups(self._offset_members(tf)):
+                        where = f"{shard}:{key}"
+                        img = next((group[e] for e in IMAGE_MEMBER_EXTENSIONS if e in group), None)
+                        if img is None:
+                            self._problem(_NO_IMAGE, f"{where}: no image member ({_IMAGE_EXTS_TEXT})")
+                            continue
+                        texts = {}
+                        for ext in _TEXT_MEMBERS:
+                            off, size = group.get(ext, (-1, -1))
+                            cols[f"{ext}_off"].append(off)
+                            cols[f"{ext}_size"].append(size)
+                            if off >= 0:
+                                f.seek(off)
+                                texts[ext] = f.read(size)
+                        _, label = self._text(where, texts.get("txt"), texts.get("json"), texts.get("cls"))
+                        cols["shard"].append(shard_no)
+                        cols["img_off"].append(img[0])
+                        cols["img_size"].append(img[1])
+                        cols["label"].append(-1 if label is None else label)
+                        keys.append(key)
+            except (tarfile.TarError, EOFError, OSError) as err:
+                self._shard_problem(shard, err)
+        return {"keys": keys, **{k: np.frombuffer(v, np.int64) if len(v) else np.zeros(0, np.int64)
+                                 for k, v in cols.items()}}
+
+    @property
+    def index(self) -> dict[str, Any]:
+        """Member offsets of every sample (built on first use): ``keys`` and int64 columns."""
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index
+
+    @property
+    def classes(self) -> list[str]:  # type: ignore[override]
+        """Label names: as given, else ``"0"`` ... the largest label (builds the index)."""
+        if self._classes is not None:
+            return self._classes
+        labels = self.index["label"]
+        return [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+
+    # -- the ImageSource protocol -------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"WebDatasetSource({self.urls!r})"
+
+    def _size_text(self) -> str:
+        if self._index is None:  # a summary must not cost a pass over the shards
+            return f"{len(self.shards)} shards"
+        return f"{len(self)} samples in {len(self.shards)} shards"
+
+    def __len__(self) -> int:
+        return len(self.index["keys"])
+
+    def image(self, index: int) -> Image.Image:
+        """Image of sample ``index``, read by seeking into its shard."""
+        idx = self.index
+        data = self._read(int(idx["shard"][index]), int(idx["img_off"][index]), int(idx["img_size"][index]))
+        return open_image(io.BytesIO(data))
+
+    def annotation(self, index: int) -> Annotation:
+        """Captions and label of sample ``index`` (read from its text members)."""
+        idx = self.index
+        shard_no = int(idx["shard"][index])
+        texts = {}
+        for ext in _TEXT_MEMBERS:
+            off = int(idx[f"{ext}_off"][index])
+            if off >= 0:
+                texts[ext] = self._read(shard_no, off, int(idx[f"{ext}_size"][index]))
+        caps, label = self._text(self.name(index), texts.get("txt"), texts.get("json"), texts.get("cls"))
+        return Annotation(label=label, captions=caps)
+
+    def name(self, index: int) -> str:
+        """``shard:key`` of sample ``index``."""
+        return f"{self.shards[int(self.index['shard'][index])]}:{self.index['keys'][index]}"
