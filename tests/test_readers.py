@@ -664,6 +664,36 @@ def test_video_frames_clips_and_env(video_root: Path, device: torch.device) -> N
         VideoFramesSource(video_root, strict=True)
 
 
+def test_video_file_through_an_optional_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``.mp4`` goes to the first importable backend; faked here, as none is installed."""
+    import types
+
+    from vpt_env.data.readers import video
+
+    class Capture:
+        def __init__(self, path: str) -> None:
+            self.frames = [np.full((40, 48, 3), (0, 0, 10 * t), np.uint8) for t in (1, 2, 3)]  # BGR
+
+        def read(self) -> tuple[bool, np.ndarray | None]:
+            return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+        def release(self) -> None:
+            pass
+
+    monkeypatch.setitem(__import__("sys").modules, "cv2", types.SimpleNamespace(VideoCapture=Capture))
+    monkeypatch.setattr(video, "video_backends", lambda: ["cv2"])
+    mp4 = tmp_path / "clip.mp4"
+    mp4.write_bytes(b"decoded by the fake backend")
+    env, msgs = _make(str(mp4))
+    pool = env.unwrapped.pool
+    assert not msgs and _red([pool.image(i) for i in range(3)]) == [10, 20, 30]  # BGR -> RGB
+    assert pool.annotations.frames.tolist() == [0, 1, 2]
+    env.close()
+    monkeypatch.setattr(video, "video_backends", lambda: [])
+    with pytest.raises(ValueError, match=r"clip\.mp4: OSError: no video decoder .*none of av, cv2, imageio"):
+        VideoFramesSource(mp4, strict=True)
+
+
 def test_video_files_by_path(tmp_path: Path) -> None:
     gif = _gif(tmp_path / "clip.gif", [40, 80, 120, 160])
     src = resolve_source(str(gif))

@@ -173,11 +173,12 @@ class WebDatasetSource(Reader):
         strict: bool = False,
     ) -> None:
         super().__init__(strict)
-        items = [urls] if isinstance(urls, str | os.PathLike) else list(urls)
+        single = isinstance(urls, str | os.PathLike)
+        items = [urls] if single else list(urls)
         paths = [Path(p) for u in items for p in expand_braces(os.fspath(u))]
         if not paths:
             raise ValueError("WebDatasetSource needs at least one shard")
-        self.urls = urls
+        self.urls: str | list[str] = os.fspath(urls) if single else [os.fspath(u) for u in items]
         self.shards: list[Path] = []
         for p in paths:
             if p.is_file():
