@@ -109,9 +109,7 @@ class TransitionSampler:
     ) -> None:
         base = params if params is not None else EnvParams()
         self.params = base.replace(view_size=view_size, init_scale=tuple(scale), init_ratio=tuple(ratio))
-        if iou_range is not None and not (
-            len(iou_range) == 2 and 0.0 <= iou_range[0] <= iou_range[1] <= 1.0
-        ):
+        if iou_range is not None and not (len(iou_range) == 2 and 0.0 <= iou_range[0] <= iou_range[1] <= 1.0):
             raise ValueError(f"iou_range must be (low, high) with 0 <= low <= high <= 1, got {iou_range!r}")
         if isinstance(resample_rounds, bool) or not isinstance(resample_rounds, int) or resample_rounds < 0:
             raise ValueError(f"resample_rounds must be an int >= 0, got {resample_rounds!r}")
@@ -162,7 +160,9 @@ class TransitionSampler:
         earlier = torch.ones(v, v, dtype=torch.bool, device=boxes.device).tril(-1)
         return (bad & earlier).any(dim=2)
 
-    def sample(self, batch_size: int, views_per_image: int = 4, images: Tensor | None = None) -> TransitionBatch:
+    def sample(
+        self, batch_size: int, views_per_image: int = 4, images: Tensor | None = None
+    ) -> TransitionBatch:
         """Draw ``batch_size`` images (uniformly, with replacement) and ``views_per_image`` views each.
 
         Args:
@@ -233,5 +233,3 @@ class TransitionSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`."""
         self.generator.set_state(state["generator"])
-
-
