@@ -105,6 +105,10 @@ class EnvParams:
             matches PIL's bilinear resize), ``"bilinear"`` (one pyramid level,
             about 3x faster, some aliasing) or ``"nearest"`` (fastest, aliased);
             see :mod:`vpt_env.core.render`.
+        max_time_step: on video sources, the largest move in time per step, in
+            frames within the clip (the continuous action gains a last entry;
+            the discrete one ids 9 "earlier" and 10 "later", one frame each).
+            None: 4 on video sources, off elsewhere; 0: off.
     """
 
     view_size: int = 64
@@ -119,6 +123,7 @@ class EnvParams:
     aug_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     random_initial_aug: bool = False
     interpolation: str = "antialias"
+    max_time_step: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.view_size, bool) or not isinstance(self.view_size, int):
@@ -157,6 +162,12 @@ class EnvParams:
                     f"aug_ranges keys must be among {tuple(limits)}, got {name!r}"
                 )
             _check_range(f"aug_ranges[{name!r}]", rng, *limits[name])
+        if self.max_time_step is not None and (
+            isinstance(self.max_time_step, bool)
+            or not isinstance(self.max_time_step, int)
+            or not 0 <= self.max_time_step <= 10_000
+        ):
+            raise ValueError(f"max_time_step must be None or an int in [0, 10000], got {self.max_time_step}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
@@ -169,7 +180,7 @@ class EnvParams:
 
     @property
     def action_dim(self) -> int:
-        """Length of the continuous action: pan x, pan y, log-zoom, log-aspect, augmentations."""
+        """Pan x, pan y, log-zoom, log-aspect and augmentation entries (video adds a time entry)."""
         return 4 + len(self.augmentations)
 
     @property

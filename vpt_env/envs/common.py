@@ -13,8 +13,9 @@ import torch
 from gymnasium import spaces
 
 from vpt_env.core.augment import AUG_DIM, AUG_NAMES
-from vpt_env.core.dynamics import DISCRETE_ACTIONS
-from vpt_env.core.state import EnvParams
+from vpt_env.core.dynamics import DISCRETE_ACTIONS, discrete_to_action, step_state
+from vpt_env.core.state import EnvParams, ViewState
+from vpt_env.core.video import VideoIndex, move_in_time
 from vpt_env.data.pool import ImagePool
 from vpt_env.data.sources import MAX_IMAGE_SIDE, load_images
 from vpt_env.rewards.base import RewardFn, make_reward
@@ -22,10 +23,11 @@ from vpt_env.rewards.base import RewardFn, make_reward
 __all__ = [
     "COMMON_KWARGS",
     "OBS_MODES",
+    "TIME_ACTIONS",
+    "ActionMap",
     "build_pool",
     "continuous_actions",
     "discrete_actions",
-    "make_action_space",
     "make_observation_space",
     "resolve_params",
 ]
@@ -125,11 +127,63 @@ def make_observation_space(
     )
 
 
-def make_action_space(params: EnvParams, discrete: bool) -> spaces.Space:
-    """One env's action space: ``Box(-1, 1, (4 + A,))`` or ``Discrete(9)``."""
-    if discrete:
-        return spaces.Discrete(len(DISCRETE_ACTIONS))
-    return spaces.Box(-1.0, 1.0, (params.action_dim,), np.float32)
+#: Discrete actions added on video sources (ids 9 and 10).
+TIME_ACTIONS = ("earlier", "later")
+#: ``max_time_step`` used on video sources when EnvParams leaves it None.
+DEFAULT_TIME_STEP = 4
+
+
+class ActionMap:
+    """An env's action space and the map from raw actions to the next state.
+
+    Continuous actions are ``Box(-1, 1, (4 + A [+ 1],))``: pan x/y, log-zoom,
+    log-aspect, one entry per enabled augmentation, and on video sources a
+    last entry that moves ``round(a * max_time_step)`` frames in time within
+    the clip. Discrete actions are the ids of :data:`DISCRETE_ACTIONS`, plus
+    ``9`` (one frame earlier) and ``10`` (one frame later) on video sources.
+    Both go through the one transition :func:`~vpt_env.core.dynamics.step_state`.
+
+    Args:
+        params: the env parameters.
+        pool: the images (its annotations tell whether it is a video source).
+        discrete: discrete or continuous actions.
+    """
+
+    def __init__(self, params: EnvParams, pool: ImagePool, discrete: bool) -> None:
+        self.params = params
+        self.discrete = discrete
+        ann = pool.annotations
+        video = VideoIndex.from_clips(ann.clips, ann.frames)
+        step = params.max_time_step
+        self.time_step = (DEFAULT_TIME_STEP if video is not None else 0) if step is None else step
+        if self.time_step and video is None:
+            raise ValueError("max_time_step > 0 needs a video source (every image a frame of a clip)")
+        self.video = video if self.time_step else None
+        if discrete:
+            self.names = DISCRETE_ACTIONS + (TIME_ACTIONS if self.video is not None else ())
+            self.space: spaces.Space = spaces.Discrete(len(self.names))
+        else:
+            self.dim = params.action_dim + (1 if self.video is not None else 0)
+            self.space = spaces.Box(-1.0, 1.0, (self.dim,), np.float32)
+
+    def next_state(
+        self, state: ViewState, actions: Any, image_hw: torch.Tensor, validate: bool = True
+    ) -> ViewState:
+        """Check a batch of raw actions and apply them: the next :class:`ViewState`."""
+        n, device = state.batch_size, state.box.device
+        if self.discrete:
+            ids = discrete_actions(actions, n, device, validate, len(self.names))
+            base = torch.where(ids < len(DISCRETE_ACTIONS), ids, torch.zeros_like(ids))
+            cont = discrete_to_action(self.params, state, base)
+            move = (ids == len(DISCRETE_ACTIONS) + 1).float() - (ids == len(DISCRETE_ACTIONS)).float()
+        else:
+            a = continuous_actions(actions, n, self.dim, device, validate)
+            cont, move = a[:, : self.params.action_dim], a[:, -1]
+        nxt = step_state(self.params, state, cont, image_hw)
+        if self.video is not None:
+            step = 1 if self.discrete else self.time_step
+            nxt = nxt._replace(image=move_in_time(nxt.image, move, self.video, step))
+        return nxt
 
 
 def continuous_actions(
@@ -153,9 +207,10 @@ def continuous_actions(
     return a.clamp(-1.0, 1.0)
 
 
-def discrete_actions(actions: Any, n: int, device: torch.device, validate: bool = True) -> torch.Tensor:
-    """Check a batch of discrete action ids: ``(n,)`` int64 on ``device``."""
-    k = len(DISCRETE_ACTIONS)
+def discrete_actions(
+    actions: Any, n: int, device: torch.device, validate: bool = True, k: int = len(DISCRETE_ACTIONS)
+) -> torch.Tensor:
+    """Check a batch of discrete action ids in ``[0, k)``: ``(n,)`` int64 on ``device``."""
     if isinstance(actions, torch.Tensor):
         if actions.is_floating_point() or actions.dtype == torch.bool:
             raise ValueError(f"actions must be integer ids in [0, {k}), got dtype {actions.dtype}")

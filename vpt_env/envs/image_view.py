@@ -11,7 +11,7 @@ import torch
 from gymnasium.error import ResetNeeded
 from PIL import Image, ImageDraw
 
-from vpt_env.core.dynamics import discrete_to_action, reset_state, step_state
+from vpt_env.core.dynamics import reset_state
 from vpt_env.core.random import seed_key
 from vpt_env.core.render import render, to_uint8
 from vpt_env.core.state import EnvParams, ViewState
@@ -19,10 +19,8 @@ from vpt_env.data.annotations import view_cumulant
 from vpt_env.data.pool import ImagePool
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.envs.common import (
+    ActionMap,
     build_pool,
-    continuous_actions,
-    discrete_actions,
-    make_action_space,
     make_observation_space,
     resolve_params,
 )
@@ -56,6 +54,9 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
     augmentation (``augmentations``, default all of brightness, contrast,
     saturation, hue, grayscale, flip, blur), mapped affinely from ``[-1, 1]``
     onto its range; grayscale and flip are on when their entry is positive.
+    On a video source (every image a frame of a clip, e.g.
+    ``VideoFramesSource``) a last entry moves ``round(a * max_time_step)``
+    frames in time within the clip (``max_time_step`` 4 by default).
     Finite actions outside ``[-1, 1]`` are clipped; NaN or infinite actions
     raise ``ValueError``.
 
@@ -149,7 +150,8 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
             obs_mode=obs_mode, max_image_side=max_image_side, strict=strict, device=self.device,
         )
         self.observation_space = make_observation_space(self.params, obs_mode)
-        self.action_space = make_action_space(self.params, self.discrete)
+        self.actions = ActionMap(self.params, self.pool, self.discrete)
+        self.action_space = self.actions.space
         self._key: int | None = None  # random stream key, set by the first reset
         self._episode = -1
         self._state: ViewState | None = None
@@ -157,16 +159,15 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
 
     discrete: ClassVar[bool] = False
 
-    def _continuous_action(self, action: Any, state: ViewState) -> torch.Tensor:
-        if self.discrete:
-            if np.asarray(action).shape != ():
-                raise ValueError(f"action must be a single integer id, got {action!r}")
-            ids = discrete_actions(np.asarray(action).reshape(1), 1, self.device)
-            return discrete_to_action(self.params, state, ids)
-        arr = np.asarray(action, dtype=np.float32)
-        if arr.shape != self.action_space.shape:
-            raise ValueError(f"action must have shape {self.action_space.shape}, got {arr.shape}")
-        return continuous_actions(arr[None], 1, self.params.action_dim, self.device)
+    def _batch_of_one(self, action: Any) -> Any:
+        if isinstance(action, torch.Tensor):
+            action = action.detach().cpu().numpy()
+        arr = np.asarray(action)
+        shape = () if self.discrete else self.action_space.shape
+        if arr.shape != shape:
+            kind = "a single integer id" if self.discrete else f"shape {shape}"
+            raise ValueError(f"action must be {kind}, got {action!r}")
+        return arr[None]
 
     # -- Gymnasium API ----------------------------------------------------------
 
@@ -206,8 +207,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         """Move the view; returns ``(obs, reward, terminated, truncated, info)``."""
         if self._state is None:
             raise ResetNeeded("Cannot call env.step() before calling env.reset()")
-        cont = self._continuous_action(action, self._state)
-        self._state = step_state(self.params, self._state, cont, self.pool.image_hw)
+        self._state = self.actions.next_state(self._state, self._batch_of_one(action), self.pool.image_hw)
         self._views = render(self.pool, self._state, self.params)
         out = self.reward_fn(self._views, self._state, self.pool.annotations)
         reward = check_reward_output(self.reward_fn, out, 1, self.device)
@@ -265,7 +265,9 @@ class ImageViewDiscreteEnv(ImageViewEnv):
     augmentation. Each id maps onto a vector of ``ImageView-v0``'s continuous
     action space (:func:`vpt_env.core.dynamics.discrete_to_action`), so both
     envs share one transition; augmentations not changed by the action keep
-    their current value. Ids outside ``[0, 9)`` raise ``ValueError``.
+    their current value. On a video source ids 9 and 10 move one frame
+    earlier or later in the clip (``Discrete(11)``). Other ids raise
+    ``ValueError``.
 
     Everything else (observations, rewards, arguments, episode end) is as in
     :class:`ImageViewEnv`.

@@ -12,17 +12,15 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
-from vpt_env.core.dynamics import discrete_to_action, reset_state, step_state
+from vpt_env.core.dynamics import reset_state
 from vpt_env.core.random import seed_key
 from vpt_env.core.render import render, render_nearest_uint8, to_uint8
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.annotations import view_cumulant
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.envs.common import (
+    ActionMap,
     build_pool,
-    continuous_actions,
-    discrete_actions,
-    make_action_space,
     make_observation_space,
     resolve_params,
 )
@@ -155,7 +153,8 @@ class ImageViewVectorEnv(VectorEnv):
         self.single_observation_space = make_observation_space(
             self.params, obs_mode, channels_first_float=obs_format == "float"
         )
-        self.single_action_space = make_action_space(self.params, self.discrete)
+        self.actions = ActionMap(self.params, self.pool, self.discrete)
+        self.single_action_space = self.actions.space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._state: ViewState | None = None
@@ -221,12 +220,7 @@ class ImageViewVectorEnv(VectorEnv):
             raise ResetNeeded("Cannot call step() before calling reset()")
         state = self._state
         n = self.num_envs
-        if self.discrete:
-            ids = discrete_actions(actions, n, self.device, self.validate)
-            cont = discrete_to_action(self.params, state, ids)
-        else:
-            cont = continuous_actions(actions, n, self.params.action_dim, self.device, self.validate)
-        nxt = step_state(self.params, state, cont, self.pool.image_hw)
+        nxt = self.actions.next_state(state, actions, self.pool.image_hw, self.validate)
         fresh = reset_state(self.params, self.pool.image_hw, state.key, state.episode + 1)
         if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
             resetting = self._autoreset
