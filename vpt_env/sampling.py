@@ -28,7 +28,7 @@ from vpt_env.core.render import render, to_uint8
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.annotations import view_cumulant
 from vpt_env.data.pool import ImagePool
-from vpt_env.data.sources import MAX_IMAGE_SIDE, load_images
+from vpt_env.data.sources import MAX_IMAGE_SIDE
 
 __all__ = ["TransitionBatch", "TransitionSampler"]
 
@@ -88,6 +88,9 @@ class TransitionSampler:
         device: where the pool lives and sampling runs.
         seed: seed of the sampler's ``torch.Generator``.
         max_image_side, strict: as for the envs.
+        max_pool_bytes: memory cap of the image pool: a larger source is read
+            lazily, a random part that fits; ``sampler.pool.resample(seed)``
+            swaps in another part (then call :meth:`refresh`).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class TransitionSampler:
         seed: int = 0,
         max_image_side: int = MAX_IMAGE_SIDE,
         strict: bool = False,
+        max_pool_bytes: int | None = None,
     ) -> None:
         base = params if params is not None else EnvParams()
         self.params = base.replace(view_size=view_size, init_scale=tuple(scale), init_ratio=tuple(ratio))
@@ -123,20 +127,28 @@ class TransitionSampler:
         if isinstance(source, ImagePool):
             self.pool = source
         else:
-            images, annotations = load_images(
-                source, min_side=view_size, max_side=max_image_side, strict=strict
+            self.pool = ImagePool.from_source(
+                source,
+                min_side=view_size,
+                max_side=max_image_side,
+                strict=strict,
+                device=self.device,
+                keep_float=self.params.interpolation != "nearest",
+                max_bytes=max_pool_bytes,
+                seed=seed,
             )
-            self.pool = ImagePool(
-                images, annotations, device=self.device, keep_float=self.params.interpolation != "nearest"
-            )
+        self.refresh()
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    def refresh(self) -> None:
+        """Rebuild the caption tables after the pool's images changed (``pool.resample``)."""
         ann = self.pool.annotations
         #: Every caption of the source, in image order (``TransitionBatch.caption`` indexes it).
         self.captions: list[str] = [c for caps in ann.captions for c in caps]
         counts = torch.tensor([len(c) for c in ann.captions], dtype=torch.int64)
         self._caption_count = counts.to(self.device)
         self._caption_start = (torch.cumsum(counts, 0) - counts).to(self.device)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.pool)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vpt_env.data.annotations import Annotations
+from vpt_env.data.annotations import Annotation, Annotations
+from vpt_env.data.sources import MAX_IMAGE_SIDE, SubsetSource, _iter_readable, resolve_source
 
 __all__ = ["ImagePool"]
 
@@ -65,8 +67,9 @@ class ImagePool:
         self.device = torch.device(device)
         levels_all: list[list[Tensor]] = []
         for i, im in enumerate(images):
-            if not (isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.ndim == 3
-                    and im.shape[2] == 3):
+            if not (
+                isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3
+            ):
                 raise TypeError(f"images[{i}] must be a uint8 (H, W, 3) array")
             t = torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1)[None].float()
             levels = [t]
@@ -110,10 +113,113 @@ class ImagePool:
         self.image_hw = hw[:, 0].float().to(self.device)
         self.annotations = annotations if annotations is not None else Annotations.empty(n)
         if len(self.annotations) != n:
-            raise ValueError(
-                f"annotations has {len(self.annotations)} entries for {n} images"
-            )
+            raise ValueError(f"annotations has {len(self.annotations)} entries for {n} images")
         self.annotations = self.annotations.to(self.device)
+        self.source_index = torch.arange(n, device=self.device)
+        self.source_size = n
+
+    #: Source index of each pool image (set by :meth:`from_source`; else 0..N-1).
+    source_index: Tensor
+
+    @classmethod
+    def from_source(
+        cls,
+        source: Any,
+        *,
+        min_side: int = 1,
+        max_side: int = MAX_IMAGE_SIDE,
+        strict: bool = False,
+        device: torch.device | str = "cpu",
+        keep_float: bool = True,
+        max_bytes: int | None = None,
+        seed: int = 0,
+    ) -> ImagePool:
+        """Load a source into a pool, all of it or, under ``max_bytes``, a random part.
+
+        With ``max_bytes``, images are read in a random order (``seed``) until
+        the next would take the pool past ``max_bytes`` (:meth:`bytes_for`);
+        :meth:`resample` later swaps in another random part. The source is
+        read lazily: images beyond the cap are never decoded.
+
+        Args:
+            source: anything :func:`~vpt_env.data.sources.resolve_source` takes.
+            min_side, max_side: images are resized on load to these bounds.
+            strict: raise on the first unreadable image instead of skipping it.
+            device: where the pool lives.
+            keep_float: build the float32 atlas (bilinear and antialias renders).
+            max_bytes: memory cap of the pool's stores, or None for no cap.
+            seed: the random order under a cap.
+        """
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
+        ):
+            raise ValueError(f"max_pool_bytes must be a positive int or None, got {max_bytes!r}")
+        if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 8:
+            raise ValueError(f"max_image_side must be an int >= 8, got {max_side!r}")
+        if min_side > max_side:
+            raise ValueError(f"max_image_side ({max_side}) must be at least the view size ({min_side})")
+        src = resolve_source(source, strict=strict)
+        n = len(src)
+        order = list(range(n))
+        if max_bytes is not None:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+        images: list[np.ndarray] = []
+        anns: list[Annotation] = []
+        picked: list[int] = []
+        used = 0
+        for i, arr, ann in _iter_readable(SubsetSource(src, order), strict, min_side, max_side):
+            cost = cls.bytes_for(arr.shape[0], arr.shape[1], keep_float)
+            if max_bytes is not None and images and used + cost > max_bytes:
+                break
+            used += cost
+            images.append(arr)
+            anns.append(ann)
+            picked.append(order[i])
+        if not images:
+            raise ValueError(f"source holds no readable image ({n} listed)")
+        pool = cls(
+            images, Annotations(anns, getattr(src, "classes", ())), device=device, keep_float=keep_float
+        )
+        pool.source_index = torch.tensor(picked, dtype=torch.int64, device=pool.device)
+        pool.source_size = n
+        pool._origin = {
+            "source": src,
+            "min_side": min_side,
+            "max_side": max_side,
+            "strict": strict,
+            "device": device,
+            "keep_float": keep_float,
+            "max_bytes": max_bytes,
+        }
+        return pool
+
+    @staticmethod
+    def bytes_for(height: int, width: int, keep_float: bool = True) -> int:
+        """Bytes an image of this size takes in a pool (both stores, pyramid included)."""
+        per_pixel = 3 * (1 + (4 if keep_float else 0))
+        return int(height * width * per_pixel * 4 / 3)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the pool holds every readable image of its source."""
+        return self.source_size == len(self) or getattr(self, "_origin", {}).get("max_bytes") is None
+
+    @property
+    def bytes_per_image(self) -> float:
+        """Mean bytes per image held (:attr:`nbytes` over the image count)."""
+        return self.nbytes / len(self)
+
+    def resample(self, seed: int) -> None:
+        """Replace the pool's images by another random part of its source (under its cap).
+
+        Only for pools made by :meth:`from_source`. Indices of images change:
+        envs must be reset afterwards.
+        """
+        origin = getattr(self, "_origin", None)
+        if origin is None:
+            raise ValueError("resample() needs a pool made by ImagePool.from_source")
+        fresh = type(self).from_source(**{**origin, "source": origin["source"]}, seed=seed)
+        self.__dict__.update(fresh.__dict__)
 
     def __len__(self) -> int:
         return int(self.image_hw.shape[0])

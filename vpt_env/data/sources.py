@@ -37,6 +37,7 @@ __all__ = [
     "FolderSource",
     "ImageReadError",
     "ImageSource",
+    "SubsetSource",
     "load_images",
     "resolve_source",
     "to_rgb_uint8",
@@ -271,6 +272,41 @@ SOURCE_SUFFIXES: dict[str, str] = {
 }
 
 
+class SubsetSource:
+    """Some images of another source, by index (everything else delegated to it).
+
+    Args:
+        source: an :class:`ImageSource`.
+        indices: indices into ``source``, in the order to present them.
+    """
+
+    def __init__(self, source: Any, indices: Sequence[int]) -> None:
+        self.source = source
+        self.indices = [int(i) for i in indices]
+        n = len(source)
+        bad = [i for i in self.indices if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"indices must lie in [0, {n}), got {bad[:5]}")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image(self, index: int) -> Any:
+        return self.source.image(self.indices[index])
+
+    def annotation(self, index: int) -> Annotation:
+        return self.source.annotation(self.indices[index])
+
+    def name(self, index: int) -> str:
+        i = self.indices[index]
+        return self.source.name(i) if hasattr(self.source, "name") else f"image {i}"
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "source":  # not yet set (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+
 def _path_source(path: Path, strict: bool) -> ImageSource:
     """The reader for an existing file, chosen by its suffix (see :data:`SOURCE_SUFFIXES`)."""
     from vpt_env.data import readers
@@ -344,7 +380,8 @@ def resolve_source(source: Any, strict: bool = False) -> ImageSource:
 
 def _iter_readable(
     src: ImageSource, strict: bool, min_side: int, max_side: int
-) -> Iterator[tuple[np.ndarray, Annotation]]:
+) -> Iterator[tuple[int, np.ndarray, Annotation]]:
+    """``(index, image, annotation)`` for every readable image of ``src``; skips are counted."""
     bad: list[str] = []
     # Readers (vpt_env.data.readers) count what they skip themselves and warn
     # once with everything they met, construction included: hand them the
@@ -364,7 +401,7 @@ def _iter_readable(
             else:
                 bad.append(f"{name} ({type(err).__name__}: {err})")
             continue
-        yield arr, ann
+        yield i, arr, ann
     if record is not None and hasattr(src, "warn_summary"):
         src.warn_summary()
     if bad:
@@ -404,7 +441,7 @@ def load_images(
     src = resolve_source(source, strict=strict)
     images: list[np.ndarray] = []
     anns: list[Annotation] = []
-    for arr, ann in _iter_readable(src, strict, min_side, max_side):
+    for _, arr, ann in _iter_readable(src, strict, min_side, max_side):
         images.append(arr)
         anns.append(ann)
     if not images:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vpt_env.data.annotations import Annotation
-from vpt_env.data.sources import _iter_readable, resolve_source
+from vpt_env.data.sources import SubsetSource, _iter_readable, resolve_source
 
 __all__ = ["SourceSummary", "contact_sheet", "summarize_source"]
 
@@ -27,19 +27,6 @@ _PALETTE = [
     (210, 245, 60),
     (250, 190, 212),
 ]
-
-
-class _Head:
-    """The first ``n`` images of a source (everything else delegated)."""
-
-    def __init__(self, src: Any, n: int) -> None:
-        self._src, self._n = src, min(n, len(src))
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._src, name)
 
 
 @dataclass
@@ -101,12 +88,12 @@ def summarize_source(
     """
     src = resolve_source(source, strict=strict)
     listed = len(src)
-    head = _Head(src, listed if max_images is None else max_images)
+    head = SubsetSource(src, range(listed if max_images is None else min(max_images, listed)))
     heights, widths, kept = [], [], []
     counts = dict.fromkeys(("label", "captions", "boxes", "n_boxes", "n_captions", "video"), 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for arr, ann in _iter_readable(head, strict, 1, 1 << 30):
+        for _, arr, ann in _iter_readable(head, strict, 1, 1 << 30):
             heights.append(arr.shape[0])
             widths.append(arr.shape[1])
             counts["label"] += ann.label is not None

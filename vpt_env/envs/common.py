@@ -17,7 +17,7 @@ from vpt_env.core.dynamics import DISCRETE_ACTIONS, discrete_to_action, step_sta
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.core.video import VideoIndex, move_in_time
 from vpt_env.data.pool import ImagePool
-from vpt_env.data.sources import MAX_IMAGE_SIDE, load_images
+from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.rewards.base import RewardFn, make_reward
 
 __all__ = [
@@ -35,8 +35,17 @@ __all__ = [
 OBS_MODES = ("view", "dict")
 #: Keyword arguments every image-view env takes besides the EnvParams fields.
 COMMON_KWARGS = (
-    "source", "reward", "target", "reward_kwargs", "obs_mode", "render_mode",
-    "params", "max_image_side", "strict", "device",
+    "source",
+    "reward",
+    "target",
+    "reward_kwargs",
+    "obs_mode",
+    "render_mode",
+    "params",
+    "max_image_side",
+    "strict",
+    "device",
+    "max_pool_bytes",
 )
 
 
@@ -70,11 +79,14 @@ def build_pool(
     max_image_side: int = MAX_IMAGE_SIDE,
     strict: bool = False,
     device: str | torch.device = "cpu",
+    max_pool_bytes: int | None = None,
 ) -> tuple[ImagePool, RewardFn]:
     """Check the common arguments, load the images and resolve the reward.
 
     ``source`` may also be a ready :class:`ImagePool`, which is shared as is
     (many envs over one copy of the images; it must be on ``device``).
+    ``max_pool_bytes`` caps the pool's memory: a larger source is read lazily,
+    a random part of it that fits (:meth:`ImagePool.from_source`).
     """
     if obs_mode not in OBS_MODES:
         raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
@@ -92,10 +104,15 @@ def build_pool(
                 f"interpolation={params.interpolation!r} needs a pool built with keep_float=True"
             )
     else:
-        images, annotations = load_images(
-            source, min_side=params.view_size, max_side=max_image_side, strict=strict
+        pool = ImagePool.from_source(
+            source,
+            min_side=params.view_size,
+            max_side=max_image_side,
+            strict=strict,
+            device=device,
+            keep_float=params.interpolation != "nearest",
+            max_bytes=max_pool_bytes,
         )
-        pool = ImagePool(images, annotations, device=device, keep_float=params.interpolation != "nearest")
     reward_fn = make_reward(reward, pool.annotations, target=target, **(reward_kwargs or {}))
     return pool, reward_fn
 

@@ -97,6 +97,9 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
       ``augmentations``, ``aug_ranges``, ``random_initial_aug``, ``interpolation``).
     * ``max_image_side``: longer sides above this are downsampled on load (1024).
     * ``strict``: raise on the first unreadable image instead of skipping it.
+    * ``max_pool_bytes``: memory cap of the image pool; a larger source is read
+      lazily, a random part that fits (``env.unwrapped.pool.resample(seed)``
+      swaps in another; reset afterwards). None (default): no cap.
     * ``device``: torch device of the image pool and the rendering (``"cpu"``).
 
     ``info`` holds ``image_index``, ``box``, ``aug`` and, when the source has
@@ -135,6 +138,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         max_image_side: int = MAX_IMAGE_SIDE,
         strict: bool = False,
         device: str | torch.device = "cpu",
+        max_pool_bytes: int | None = None,
         **param_kwargs: Any,
     ) -> None:
         self.params = resolve_params(params, param_kwargs)
@@ -146,8 +150,16 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         self.render_mode = render_mode
         self.device = torch.device(device)
         self.pool, self.reward_fn = build_pool(
-            source, self.params, reward=reward, target=target, reward_kwargs=reward_kwargs,
-            obs_mode=obs_mode, max_image_side=max_image_side, strict=strict, device=self.device,
+            source,
+            self.params,
+            reward=reward,
+            target=target,
+            reward_kwargs=reward_kwargs,
+            obs_mode=obs_mode,
+            max_image_side=max_image_side,
+            strict=strict,
+            device=self.device,
+            max_pool_bytes=max_pool_bytes,
         )
         self.observation_space = make_observation_space(self.params, obs_mode)
         self.actions = ActionMap(self.params, self.pool, self.discrete)
@@ -244,8 +256,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         }
         if self.pool.annotations.num_classes:
             info["cumulant"] = (
-                view_cumulant(self.pool.annotations, self._state.image, self._state.box)[0]
-                .cpu().numpy()
+                view_cumulant(self.pool.annotations, self._state.image, self._state.box)[0].cpu().numpy()
             )
         return info
 
@@ -253,6 +264,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
     def state(self) -> ViewState | None:
         """The current batch-of-one :class:`ViewState` (None before reset)."""
         return self._state
+
 
 class ImageViewDiscreteEnv(ImageViewEnv):
     """``ImageView-v0`` with a small discrete action set (``ImageViewDiscrete-v0``).

@@ -55,7 +55,7 @@ class ImageViewVectorEnv(VectorEnv):
     Args:
         num_envs: number of envs ``N``.
         source, reward, target, reward_kwargs, obs_mode, render_mode, params,
-            max_image_side, strict, device: as for ``ImageView-v0``; every
+            max_image_side, strict, device, max_pool_bytes: as for ``ImageView-v0``; every
             EnvParams field may also be given as a keyword. ``source`` may be
             a ready :class:`~vpt_env.data.pool.ImagePool`.
         max_episode_steps: truncation after this many steps (100 at registration).
@@ -101,6 +101,7 @@ class ImageViewVectorEnv(VectorEnv):
         max_image_side: int = MAX_IMAGE_SIDE,
         strict: bool = False,
         device: str | torch.device = "cpu",
+        max_pool_bytes: int | None = None,
         max_episode_steps: int | None = 100,
         obs_format: str = "uint8",
         array: str = "torch",
@@ -149,6 +150,7 @@ class ImageViewVectorEnv(VectorEnv):
             max_image_side=max_image_side,
             strict=strict,
             device=self.device,
+            max_pool_bytes=max_pool_bytes,
         )
         self.single_observation_space = make_observation_space(
             self.params, obs_mode, channels_first_float=obs_format == "float"
