@@ -6,10 +6,27 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test lint clean
 
+# The optional object sets of the embedded scenes: animal-mnist from PyPI
+# (--no-deps: its loader's tensorflow is never imported) and, as root where
+# apt-get exists, Debian's dataset-fashion-mnist. Either may be missing: the
+# scenes then use the sets that are there, and a note says so.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --no-deps animal-mnist==0.4 \
+	  || echo "note: animal-mnist not installed; scenes go without animal silhouettes"
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
+	  echo "Fashion-MNIST: already installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  { apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; } \
+	  && echo "Fashion-MNIST: installed dataset-fashion-mnist" \
+	  || echo "note: apt-get could not install dataset-fashion-mnist; scenes go without Fashion-MNIST"; \
+	else \
+	  echo "note: Fashion-MNIST not installed (as root: apt-get install dataset-fashion-mnist);" \
+	    "scenes go without it"; \
+	fi
 	touch $@
 
 demo: $(VENV)/.installed

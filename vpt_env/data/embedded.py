@@ -4,6 +4,15 @@
 scikit-image and scikit-learn, with hand-drawn object boxes
 (:mod:`vpt_env.data.photo_boxes`). Each photo's label is the class of its
 first (main) object; ``classes`` lists every object category.
+
+``"scenes"``: 10,000 COCO-like 128x128 scenes of real objects on real
+backgrounds, with boxes and (on 20%) captions
+(:class:`vpt_env.data.scenes.SceneSource` with its defaults; make one
+yourself for other parameters).
+
+``"digits"``, ``"fashion"``, ``"animals"``: the training split of one
+single-object set (:class:`vpt_env.data.objects.ObjectSource`); fashion and
+animals only where installed.
 """
 
 from __future__ import annotations
@@ -92,8 +101,29 @@ class PhotoSource:
         return f"embedded photo {PHOTO_NAMES[index]!r}"
 
 
-#: Embedded dataset names accepted by ``source=``.
-EMBEDDED: dict[str, Callable[[], Any]] = {"photos": PhotoSource}
+def _scenes() -> Any:
+    from vpt_env.data.scenes import SceneSource  # imported late: scenes import this module
+
+    return SceneSource()
+
+
+def _objects(name: str) -> Callable[[], Any]:
+    def make() -> Any:
+        from vpt_env.data.objects import ObjectSource
+
+        return ObjectSource(name)
+
+    return make
+
+
+#: Embedded dataset names accepted by ``source=``, each with a function that builds the source.
+EMBEDDED: dict[str, Callable[[], Any]] = {
+    "photos": PhotoSource,
+    "scenes": _scenes,
+    "digits": _objects("digits"),
+    "fashion": _objects("fashion"),
+    "animals": _objects("animals"),
+}
 
 
 def embedded_source(name: str) -> Any:
