@@ -292,7 +292,11 @@ def test_scene_does_not_depend_on_batch_or_dataset_size() -> None:
     # images() renders chunks of 128 in threads; render() one batch of 300.
     assert np.array_equal(small.images(), large.render(np.arange(300)))
     assert np.array_equal(small.boxes, large.boxes[:300]) and small.caption(7) == large.caption(7)
-    assert np.array_equal(large.image(1050), large.render([1050])[0])  # chunked access, second block
+    assert np.array_equal(large.image(1050), large.render([1050])[0])  # random access: that scene alone
+    assert not large._chunks
+    assert np.array_equal(large.image(1051), large.render([1051])[0])  # in order: its chunk of 128
+    assert list(large._chunks) == [1051 // 128]
+    assert np.array_equal(large.image(1052), large.render([1052])[0])
 
 
 def test_train_and_test_scenes_use_disjoint_instances() -> None:
