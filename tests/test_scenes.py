@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import vpt_env  # noqa: F401  (registers the envs)
-from vpt_env.data import objects
+from vpt_env.data import objects, scene_layout
 from vpt_env.data.embedded import EMBEDDED, embedded_source
 from vpt_env.data.objects import (
     OBJECT_SETS,
@@ -36,7 +36,7 @@ INSTALLED = available_object_sets()
 
 
 def _clear_object_caches() -> None:
-    for fn in (objects._fashion_all, objects._animals_all, objects._split_cached):
+    for fn in (objects._fashion_all, objects._animals_all, objects._split_cached, scene_layout.glyph_pool):
         fn.cache_clear()
 
 
