@@ -16,11 +16,12 @@ Every reader takes ``strict``, counts what it skipped in ``skipped``
 """
 
 from vpt_env.data.readers._base import Reader
+from vpt_env.data.readers.braces import expand_braces
 from vpt_env.data.readers.coco import CocoSource, coco_kind
 from vpt_env.data.readers.image_folder import ImageFolderSource
 from vpt_env.data.readers.manifest import CaptionManifest
 from vpt_env.data.readers.video import VIDEO_EXTENSIONS, VideoFramesSource, video_backends
-from vpt_env.data.readers.webdataset import WebDatasetSource, expand_braces
+from vpt_env.data.readers.webdataset import WebDatasetSource
 
 __all__ = [
     "VIDEO_EXTENSIONS",
