@@ -16,6 +16,8 @@ from vpt_env.data.sources import MAX_IMAGE_SIDE, SubsetSource, _iter_readable, r
 
 __all__ = ["ImagePool"]
 
+#: Same-size images whose pyramids are built in one batch.
+_BUILD_CHUNK = 256
 #: Pyramid levels stop when an image's shorter side would fall below this.
 MIN_LEVEL_SIDE = 8
 MAX_LEVELS = 10
@@ -65,52 +67,72 @@ class ImagePool:
         if len(images) == 0:
             raise ValueError("images must hold at least one image")
         self.device = torch.device(device)
-        levels_all: list[list[Tensor]] = []
+        n = len(images)
         for i, im in enumerate(images):
             if not (
                 isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3
             ):
                 raise TypeError(f"images[{i}] must be a uint8 (H, W, 3) array")
-            t = torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1)[None].float()
-            levels = [t]
-            while len(levels) < MAX_LEVELS and min(levels[-1].shape[-2:]) // 2 >= MIN_LEVEL_SIDE:
-                prev = levels[-1]
-                # Odd sizes: replicate the last row/column so that level L pixel k
-                # averages exactly full-resolution pixels [k 2^L, (k + 1) 2^L).
-                pad = (0, prev.shape[-1] % 2, 0, prev.shape[-2] % 2)
-                if any(pad):
-                    prev = F.pad(prev, pad, mode="replicate")
-                levels.append(F.avg_pool2d(prev, 2))
-            levels_all.append(levels)
-        n = len(images)
-        depth = max(len(lv) for lv in levels_all)
-        hw = torch.zeros(n, depth, 2, dtype=torch.int64)
-        offset = torch.zeros(n, depth, dtype=torch.int64)
-        chunks: list[Tensor] = []
+        # Sizes first (level L+1 is ceil(level L / 2), after replicating an odd
+        # last row/column), so both stores are allocated once and filled in
+        # batches of same-size images: memory stays near the stores' own size.
+        sizes = [_level_sizes(im.shape[0], im.shape[1]) for im in images]
+        depth = max(len(sz) for sz in sizes)
+        # Bookkeeping in numpy: element-wise tensor indexing costs microseconds.
+        hw = np.zeros((n, depth, 2), dtype=np.int64)
+        offset = np.zeros((n, depth), dtype=np.int64)
         pos = 0
-        for i, levels in enumerate(levels_all):
+        for i, sz in enumerate(sizes):
             for j in range(depth):
-                lv = levels[min(j, len(levels) - 1)]
-                h, w = lv.shape[-2:]
-                hw[i, j] = torch.tensor((h, w))
-                if j < len(levels):
+                h, w = sz[min(j, len(sz) - 1)]
+                hw[i, j] = (h, w)
+                if j < len(sz):
                     offset[i, j] = pos
-                    chunks.append(lv[0].permute(1, 2, 0).reshape(-1, 3))
                     pos += h * w
                 else:
-                    offset[i, j] = offset[i, len(levels) - 1]
-        flat = torch.cat(chunks)
-        self.pixels = flat.round().clamp(0, 255).to(torch.uint8).to(self.device)
+                    offset[i, j] = offset[i, len(sz) - 1]
+        # Filled with numpy: torch's strided slice assignment is ~100x slower here.
+        flat = np.empty((pos, 3), dtype=np.uint8)
+        atlas = xy = None
+        if keep_float:
+            atlas, xy = _pack_atlas(sizes, depth)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(im.shape[:2], []).append(i)
+        for members in groups.values():
+            for c in range(0, len(members), _BUILD_CHUNK):
+                chunk = members[c : c + _BUILD_CHUNK]
+                lv = torch.from_numpy(np.stack([images[i] for i in chunk])).permute(0, 3, 1, 2).float()
+                for j in range(len(sizes[chunk[0]])):
+                    if j:
+                        pad = (0, lv.shape[-1] % 2, 0, lv.shape[-2] % 2)
+                        lv = F.avg_pool2d(F.pad(lv, pad, mode="replicate") if any(pad) else lv, 2)
+                    u8 = (
+                        lv.round()
+                        .clamp(0, 255)
+                        .to(torch.uint8)
+                        .permute(0, 2, 3, 1)
+                        .reshape(len(chunk), -1, 3)
+                    )
+                    if atlas is not None:
+                        bordered = (F.pad(lv, (1, 1, 1, 1), mode="replicate") / 255.0).permute(0, 2, 3, 1)
+                    h, w = lv.shape[-2:]
+                    for k, i in enumerate(chunk):
+                        start = offset[i, j]
+                        flat[start : start + h * w] = u8[k]
+                        if atlas is not None:
+                            x, y = xy[i, j, 0] - 1, xy[i, j, 1] - 1
+                            atlas[y : y + h + 2, x : x + w + 2] = bordered[k]
+        self.pixels = torch.from_numpy(flat).to(self.device)
         self.atlas: Tensor | None = None
         self.level_xy: Tensor | None = None
-        if keep_float:
-            atlas, xy = _pack_atlas(levels_all, depth)
-            self.atlas = atlas.to(self.device)
-            self.level_xy = xy.to(self.device)
-        self.level_hw = hw.to(self.device)
-        self.level_offset = offset.to(self.device)
-        self.num_levels = torch.tensor([len(lv) for lv in levels_all], device=self.device)
-        self.image_hw = hw[:, 0].float().to(self.device)
+        if atlas is not None:
+            self.atlas = torch.from_numpy(atlas).permute(2, 0, 1)[None].to(self.device)
+            self.level_xy = torch.from_numpy(xy).to(self.device)
+        self.level_hw = torch.from_numpy(hw).to(self.device)
+        self.level_offset = torch.from_numpy(offset).to(self.device)
+        self.num_levels = torch.tensor([len(sz) for sz in sizes], device=self.device)
+        self.image_hw = torch.from_numpy(hw[:, 0]).float().to(self.device)
         self.annotations = annotations if annotations is not None else Annotations.empty(n)
         if len(self.annotations) != n:
             raise ValueError(f"annotations has {len(self.annotations)} entries for {n} images")
@@ -240,34 +262,32 @@ class ImagePool:
         return n + (4 * self.atlas.numel() if self.atlas is not None else 0)
 
 
-def _pack_atlas(levels_all: list[list[Tensor]], depth: int) -> tuple[Tensor, Tensor]:
-    """Shelf-pack every level (with a one-pixel replicated border) into one texture.
+def _level_sizes(h: int, w: int) -> list[tuple[int, int]]:
+    """Heights and widths of every pyramid level of an ``h`` x ``w`` image."""
+    out = [(h, w)]
+    while len(out) < MAX_LEVELS and min(out[-1]) // 2 >= MIN_LEVEL_SIDE:
+        h, w = out[-1]
+        out.append(((h + 1) // 2, (w + 1) // 2))
+    return out
 
-    Returns the ``(1, 3, Ha, Wa)`` float32 atlas in ``[0, 1]`` (channels-last
-    memory) and the ``(N, depth, 2)`` position of each level's top-left pixel.
+
+def _pack_atlas(sizes: list[list[tuple[int, int]]], depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shelf-pack every level (with a one-pixel border) into one zeroed texture.
+
+    Returns the ``(Ha, Wa, 3)`` float32 atlas and the ``(N, depth, 2)``
+    position ``(x, y)`` of each level's top-left pixel (inside its border).
     """
-    items = [
-        (i, j, lv.shape[-2], lv.shape[-1]) for i, lvs in enumerate(levels_all) for j, lv in enumerate(lvs)
-    ]
+    items = [(i, j, h, w) for i, sz in enumerate(sizes) for j, (h, w) in enumerate(sz)]
     area = sum((h + 2) * (w + 2) for _, _, h, w in items)
     width = max(max(w + 2 for *_, w in items), min(16384, math.ceil(math.sqrt(area) * 1.05)))
-    pos: dict[tuple[int, int], tuple[int, int]] = {}
+    xy = np.zeros((len(sizes), depth, 2), dtype=np.int64)
     x = y = shelf = 0
     for i, j, h, w in sorted(items, key=lambda it: (-it[2], -it[3])):
         if x + w + 2 > width:
             x, y, shelf = 0, y + shelf, 0
-        pos[(i, j)] = (x, y)
+        xy[i, j] = (x + 1, y + 1)
         x += w + 2
         shelf = max(shelf, h + 2)
-    height = y + shelf
-    atlas = torch.zeros(height, width, 3)
-    xy = torch.zeros(len(levels_all), depth, 2, dtype=torch.int64)
-    for (i, j), (px, py) in pos.items():
-        lv = levels_all[i][j]
-        h, w = lv.shape[-2:]
-        padded = F.pad(lv, (1, 1, 1, 1), mode="replicate")[0].permute(1, 2, 0) / 255.0
-        atlas[py : py + h + 2, px : px + w + 2] = padded
-        xy[i, j] = torch.tensor((px + 1, py + 1))
-    for i, lvs in enumerate(levels_all):
-        xy[i, len(lvs) :] = xy[i, len(lvs) - 1]
-    return atlas.permute(2, 0, 1)[None], xy
+    for i, sz in enumerate(sizes):
+        xy[i, len(sz) :] = xy[i, len(sz) - 1]
+    return np.zeros((y + shelf, width, 3), dtype=np.float32), xy
