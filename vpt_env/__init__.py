@@ -21,6 +21,8 @@ from vpt_env.data import (
     ImageFolderSource,
     ImagePool,
     ImageSource,
+    SceneConfig,
+    SceneSource,
     VideoFramesSource,
     WebDatasetSource,
 )
@@ -52,6 +54,8 @@ __all__ = [
     "ImageViewEnv",
     "ImageViewVectorEnv",
     "RewardFn",
+    "SceneConfig",
+    "SceneSource",
     "TransitionBatch",
     "TransitionSampler",
     "VideoFramesSource",

@@ -1,6 +1,12 @@
 """Image sources, annotations and the device-resident image pool."""
 
 from vpt_env.data.annotations import Annotation, Annotations, view_cumulant
+from vpt_env.data.objects import (
+    DatasetNotInstalledError,
+    ObjectSource,
+    available_object_sets,
+    load_object_set,
+)
 from vpt_env.data.pool import ImagePool
 from vpt_env.data.readers import (
     CaptionManifest,
@@ -10,6 +16,7 @@ from vpt_env.data.readers import (
     WebDatasetSource,
     expand_braces,
 )
+from vpt_env.data.scenes import SceneConfig, SceneSource
 from vpt_env.data.sources import (
     ArraySource,
     FolderSource,
@@ -27,16 +34,22 @@ __all__ = [
     "ArraySource",
     "CaptionManifest",
     "CocoSource",
+    "DatasetNotInstalledError",
     "FolderSource",
     "ImageFolderSource",
     "ImagePool",
     "ImageReadError",
     "ImageSource",
+    "ObjectSource",
+    "SceneConfig",
+    "SceneSource",
     "SubsetSource",
     "VideoFramesSource",
     "WebDatasetSource",
+    "available_object_sets",
     "expand_braces",
     "load_images",
+    "load_object_set",
     "resolve_source",
     "to_rgb_uint8",
     "view_cumulant",
