@@ -89,8 +89,11 @@ def gym_vector(pool: ImagePool, kw: dict[str, Any], n: int, seconds: float, asyn
     def make() -> gym.Env:
         return gym.make("ImageView-v0", source=pool, **kw)
 
-    cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
-    venv = cls([make for _ in range(n)])
+    if asynchronous:
+        # spawn, not fork: a forked child of a process that ran torch's thread pool deadlocks.
+        venv = gym.vector.AsyncVectorEnv([make for _ in range(n)], context="spawn")
+    else:
+        venv = gym.vector.SyncVectorEnv([make for _ in range(n)])
     venv.reset(seed=0)
     acts = venv.action_space.sample()
     rate = _timed(lambda: venv.step(acts), seconds, torch.device("cpu")) * n

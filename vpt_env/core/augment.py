@@ -72,19 +72,25 @@ _YIQ = (
 )
 
 
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A constant tensor made once per device: the step path copies nothing from the host."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 def identity_aug(n: int, device: torch.device | str = "cpu") -> Tensor:
     """``(n, AUG_DIM)`` augmentation vectors that leave views unchanged."""
-    return torch.tensor(IDENTITY, dtype=torch.float32, device=device).expand(n, AUG_DIM).clone()
+    return _constant(IDENTITY, torch.device(device), torch.float32).expand(n, AUG_DIM).clone()
 
 
 def _ranges(aug_ranges: dict[str, tuple[float, float]], device: torch.device) -> tuple[Tensor, Tensor]:
-    lo = torch.tensor([aug_ranges[n][0] for n in AUG_NAMES], dtype=torch.float32, device=device)
-    hi = torch.tensor([aug_ranges[n][1] for n in AUG_NAMES], dtype=torch.float32, device=device)
-    return lo, hi
+    lo = tuple(float(aug_ranges[n][0]) for n in AUG_NAMES)
+    hi = tuple(float(aug_ranges[n][1]) for n in AUG_NAMES)
+    return _constant(lo, device, torch.float32), _constant(hi, device, torch.float32)
 
 
 def _binary_mask(device: torch.device) -> Tensor:
-    return torch.tensor([n in BINARY_AUGS for n in AUG_NAMES], device=device)
+    return _constant(tuple(n in BINARY_AUGS for n in AUG_NAMES), device, torch.bool)
 
 
 def action_to_aug(
@@ -148,7 +154,7 @@ def colour_transform(aug: Tensor) -> Tensor:
     dev, dt = aug.device, aug.dtype
     b = aug.shape[0]
     eye = torch.eye(3, device=dev, dtype=dt).expand(b, 3, 3)
-    luma = torch.tensor(_LUMA, device=dev, dtype=dt)
+    luma = _constant(_LUMA, dev, dt)
     grey = luma.expand(3, 3)  # every output channel = luma . rgb
     s = aug[:, SATURATION, None, None]
     m = s * eye + (1 - s) * grey
@@ -187,7 +193,7 @@ def apply_augmentation(views: Tensor, aug: Tensor, max_blur_sigma: float = 2.0) 
     """
     b, c, h, w = views.shape
     flat = views.reshape(b, c, h * w)
-    luma = torch.tensor(_LUMA, device=views.device, dtype=views.dtype)
+    luma = _constant(_LUMA, views.device, views.dtype)
     mean_grey = (luma @ flat).mean(dim=1)  # (B,)
     bright, contrast = aug[:, BRIGHTNESS], aug[:, CONTRAST]
     m = colour_transform(aug) * (bright * contrast)[:, None, None]

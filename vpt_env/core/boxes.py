@@ -148,9 +148,12 @@ def clamp_boxes(
     """
     c = box_to_cxcywh(boxes)
     wh = c[..., 2:].abs()
-    lo = torch.as_tensor(min_size, dtype=boxes.dtype, device=boxes.device)
-    hi = torch.as_tensor(max_size, dtype=boxes.dtype, device=boxes.device).clamp_max(1.0)
-    wh = torch.minimum(torch.maximum(wh, lo), hi)
+    if isinstance(min_size, Tensor) or isinstance(max_size, Tensor):
+        lo = torch.as_tensor(min_size, dtype=boxes.dtype, device=boxes.device)
+        hi = torch.as_tensor(max_size, dtype=boxes.dtype, device=boxes.device).clamp_max(1.0)
+        wh = torch.minimum(torch.maximum(wh, lo), hi)
+    else:  # Python numbers: no host-to-device copy
+        wh = wh.clamp(min=float(min_size), max=min(float(max_size), 1.0))
     half = wh / 2
     centre = torch.minimum(torch.maximum(c[..., :2], half), 1.0 - half)
     return torch.cat((centre - half, centre + half), dim=-1)

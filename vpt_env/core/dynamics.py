@@ -16,6 +16,7 @@ from vpt_env.core.augment import (
     AUG_DIM,
     AUG_NAMES,
     FLIP,
+    _constant,
     action_to_aug,
     aug_to_action,
     identity_aug,
@@ -32,6 +33,18 @@ __all__ = [
     "step_state",
 ]
 
+#: Pan x, pan y, log-zoom and log-aspect of each discrete action.
+_GEOMETRY = (
+    (0.0, 0.0, 0.0, 0.0),
+    (-1.0, 0.0, 0.0, 0.0),
+    (1.0, 0.0, 0.0, 0.0),
+    (0.0, -1.0, 0.0, 0.0),
+    (0.0, 1.0, 0.0, 0.0),
+    (0.0, 0.0, 1.0, 0.0),
+    (0.0, 0.0, -1.0, 0.0),
+    (0.0, 0.0, 0.0, 0.0),
+    (0.0, 0.0, 0.0, 0.0),
+)
 #: Names of the discrete actions of ``ImageViewDiscrete-v0``, by id.
 DISCRETE_ACTIONS: tuple[str, ...] = (
     "no-op",
@@ -185,11 +198,7 @@ step). Every other augmentation entry is set to the
     Returns:
         ``(B, params.action_dim)`` continuous actions.
     """
-    dev = state.box.device
-    table = torch.zeros(len(DISCRETE_ACTIONS), 4, device=dev)
-    table[1, 0], table[2, 0], table[3, 1], table[4, 1] = -1.0, 1.0, -1.0, 1.0
-    table[5, 2], table[6, 2] = 1.0, -1.0
-    geo = table[action_id]
+    geo = _constant(_GEOMETRY, state.box.device, torch.float32)[action_id]
     aug = state.aug.clone()
     flip_now = action_id == 7
     aug[:, FLIP] = torch.where(flip_now, 1.0 - aug[:, FLIP], aug[:, FLIP])

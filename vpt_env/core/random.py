@@ -64,8 +64,11 @@ def uniform(key: Tensor, episode: Tensor, step: Tensor | int, n: int) -> Tensor:
     Returns:
         ``(B, n)`` float32, a pure function of ``(key, episode, step)``.
     """
-    step = torch.as_tensor(step, dtype=torch.int64, device=key.device)
-    base = _mix(_mix(key + _GOLDEN) + episode * _EPISODE + (step + 2) * _STEP)
+    if isinstance(step, int):  # a Python int, wrapped to int64 here: no host-to-device copy
+        step_term: Tensor | int = _signed(((step + 2) * _STEP) & ((1 << 64) - 1))
+    else:
+        step_term = (step + 2) * _STEP
+    base = _mix(_mix(key + _GOLDEN) + episode * _EPISODE + step_term)
     j = torch.arange(1, n + 1, device=key.device, dtype=torch.int64)
     bits = _mix(base[:, None] + j * _GOLDEN)
     return _srl(bits, 40).to(torch.float32) * (1.0 / (1 << 24))

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from vpt_env.core.augment import AUG_DIM, AUG_NAMES
+from vpt_env.core.augment import AUG_DIM, AUG_NAMES, _constant
 
 __all__ = ["DEFAULT_AUG_RANGES", "EnvParams", "ViewState"]
 
@@ -195,7 +195,7 @@ class EnvParams:
 
     def enabled_mask(self, device: torch.device | str = "cpu") -> Tensor:
         """``(AUG_DIM,)`` bool: which augmentation entries the action controls."""
-        return torch.tensor([n in self.augmentations for n in AUG_NAMES], device=device)
+        return _constant(tuple(n in self.augmentations for n in AUG_NAMES), torch.device(device), torch.bool)
 
     def replace(self, **changes: object) -> EnvParams:
         """A copy with some fields changed (validated again)."""
