@@ -10,7 +10,8 @@ Rows (64x64 views of the embedded photos, random continuous actions):
 (d) ``ImageViewVectorEnv`` at N = 64, 256, 1024, 4096, for each interpolation;
 (e) ``TransitionSampler``: 64 images x 4 views per call;
 (f) a reference loop of PIL ``resize(box=...)`` per view (bilinear, antialiased),
-    the fastest simple per-view CPU implementation.
+    the fastest simple per-view CPU implementation, with and without Pillow's
+    ``reducing_gap`` fast path; ratios use the faster of the two.
 
 Two settings: ``crop`` (``augmentations=()``: crop + resize only, what (f)
 does) and ``augment`` (every augmentation enabled; (f) has no such row). Each
@@ -114,7 +115,7 @@ def sampler(pool: ImagePool, kw: dict[str, Any], seconds: float, device: torch.d
     return _timed(lambda: s.sample(64, 4), seconds, device) * 256
 
 
-def pil_loop(images: list[np.ndarray], seconds: float) -> float:
+def pil_loop(images: list[np.ndarray], seconds: float, reducing_gap: float | None = None) -> float:
     pils = [Image.fromarray(im) for im in images]
     rng = np.random.default_rng(0)
     boxes = []
@@ -130,7 +131,7 @@ def pil_loop(images: list[np.ndarray], seconds: float) -> float:
     def step() -> None:
         for _ in range(64):
             i, b = boxes[k[0] % 512]
-            np.asarray(pils[i].resize((S, S), Image.Resampling.BILINEAR, box=b))
+            np.asarray(pils[i].resize((S, S), Image.Resampling.BILINEAR, box=b, reducing_gap=reducing_gap))
             k[0] += 1
 
     return _timed(step, seconds, torch.device("cpu")) * 64
@@ -167,6 +168,8 @@ def main() -> None:
     )
     print(f"  {'setting':8} {'row':44} {'dev':5} {'views/s':>12} {'of floor':>8}")
     add("crop", "(f) PIL resize loop", pil_loop(images, seconds), "cpu")
+    # Pillow's fast path for large reductions (a box reduce first): the stronger baseline.
+    add("crop", "(f) PIL resize loop, reducing_gap=2", pil_loop(images, seconds, 2.0), "cpu")
     for setting, base in (("crop", {"augmentations": ()}), ("augment", {})):
         add(setting, "(a) ImageViewEnv loop", single_env(cpu_pool, base, seconds), "cpu")
         add(
@@ -207,10 +210,10 @@ def main() -> None:
                 dev.type,
             )
 
-    print("\nratios at N=256 against (b) of the same setting, and against (f):")
+    print("\nratios at N=256 against (b) of the same setting, and against the faster (f):")
     for setting in ("crop", "augment"):
         base = next(r["views_per_s"] for r in rows if r["setting"] == setting and r["row"].startswith("(b)"))
-        pil = next(r["views_per_s"] for r in rows if r["row"].startswith("(f)"))
+        pil = max(r["views_per_s"] for r in rows if r["row"].startswith("(f)"))
         for r in rows:
             if r["setting"] == setting and (
                 r["row"].endswith("N=256") or r["row"].startswith(("(a)", "(c)", "(e)"))
