@@ -88,3 +88,13 @@ for _id, _entry, _vector_entry in (
             vector_entry_point=_vector_entry,
             max_episode_steps=MAX_EPISODE_STEPS,
         )
+
+#: Episode length of the search envs at registration.
+SEARCH_EPISODE_STEPS = 50
+
+for _id, _entry in (
+    ("ImageSearch-v0", "vpt_env.envs.search:ImageSearchEnv"),
+    ("ImageSearchDiscrete-v0", "vpt_env.envs.search:ImageSearchDiscreteEnv"),
+):
+    if _id not in registry:
+        register(id=_id, entry_point=_entry, max_episode_steps=SEARCH_EPISODE_STEPS)
