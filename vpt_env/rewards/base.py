@@ -33,6 +33,15 @@ class RewardFn(Protocol):
     so that the env refuses sources without annotations up front, and
     ``needs_views = False`` when it never reads ``views`` (the vector env then
     skips building float views on its fastest path, and passes None).
+
+    A reward may also expose a vector-valued cumulant, a distribution over an
+    annotation space for value-function learning: a method
+    ``cumulant(views, state, annotations) -> (B, K)`` with non-negative rows
+    summing to 1 (or all zeros when the view meets nothing), on the views'
+    device. Consumers test for it with ``hasattr(reward, "cumulant")``. The
+    library's ``teacher_prob`` gives its full softmax over the teacher's ``K``
+    classes, and ``caption_match`` with ``contrastive=True`` its softmax over
+    the source's class prompts; the reward is then one column of it.
     """
 
     def __call__(self, views: Tensor, state: ViewState, annotations: Annotations) -> Tensor: ...
