@@ -366,7 +366,7 @@ def test_gym_make_view_rewards(device, name):
         view = torch.from_numpy(obs).permute(2, 0, 1)[None].float().div(255).to(device)
         expected = float(fn(view, _state(1, device), None)[0])
         assert 0.0 <= reward <= 1.0
-        assert reward == pytest.approx(expected, abs=2e-2)
+        assert reward == pytest.approx(expected, abs=1e-3)  # the observation is the view in uint8
         seen.add((info["image_index"], reward > 0))
         if term or trunc:
             env.reset()
