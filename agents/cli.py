@@ -1,8 +1,10 @@
-"""The ``vpt`` command. Subcommands: ``info`` (more arrive with the agents).
+"""The ``vpt`` command. Subcommands: ``info``, ``bench-reward`` (more arrive with the agents).
 
 Usage::
 
     vpt info SOURCE [--out DIR] [--max-images N] [--strict]
+    vpt bench-reward NAME|module:function [--source photos] [--target T] [--device cpu]
+                     [--out DIR] [--seconds S] [--train-steps N]
 """
 
 from __future__ import annotations
@@ -28,6 +30,33 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_reward(args: argparse.Namespace) -> int:
+    from vpt_env.rewards.bench import bench_reward, train_with_reward
+
+    target = int(args.target) if args.target is not None and args.target.isdigit() else args.target
+    result = bench_reward(
+        args.reward, args.source, target=target, device=args.device, seconds=args.seconds
+    )
+    print(f"reward {result.reward!r}: passed " + ", ".join(result.checks))
+    print(result.table())
+    if args.train_steps > 0:
+        result.train = train_with_reward(
+            args.reward, args.source, target=target, steps=args.train_steps, device=args.device
+        )
+        t = result.train
+        print(
+            f"PPO, {t['steps']} steps ({t['train_seconds']:.0f} s): mean episode reward "
+            f"{t['trained_mean']:.3f} against {t['random_mean']:.3f} for a random policy "
+            f"({t['episodes']} episodes each)"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_reward.json").write_text(json.dumps(result.to_dict(), indent=2))
+    (out / "bench_reward.md").write_text(result.markdown())
+    print(f"wrote {out / 'bench_reward.json'} and {out / 'bench_reward.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vpt`` console script."""
     parser = argparse.ArgumentParser(prog="vpt", description="vpt-env: visual pre-training as RL.")
@@ -38,6 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--max-images", type=int, default=None, help="read at most this many images")
     info.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     info.set_defaults(run=_info)
+    bench = sub.add_parser(
+        "bench-reward",
+        help="check a reward (shape, dtype, device, finiteness, determinism, batch invariance) and time it",
+    )
+    bench.add_argument("reward", help="a registered reward name or a 'package.module:function' string")
+    bench.add_argument("--source", default="photos", help="images to render views from")
+    bench.add_argument("--target", default=None, help="class name or index (also the coverage baseline's)")
+    bench.add_argument(
+        "--device", default="cpu", help="device of the checks (throughput: cpu, and cuda if available)"
+    )
+    bench.add_argument("--out", default="bench_reward_out", help="folder for bench_reward.json and .md")
+    bench.add_argument("--seconds", type=float, default=0.5, help="timing budget per reward and batch size")
+    bench.add_argument(
+        "--train-steps", type=int, default=0, help="train PPO for this many env steps (0: off)"
+    )
+    bench.set_defaults(run=_bench_reward)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
