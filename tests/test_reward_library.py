@@ -13,6 +13,7 @@ import vpt_env  # noqa: F401  (registers the envs)
 from vpt_env.core.augment import AUG_DIM
 from vpt_env.core.state import ViewState
 from vpt_env.data import Annotation, Annotations, ArraySource
+from vpt_env.envs.vector import ImageViewVectorEnv
 from vpt_env.rewards import (
     REWARDS,
     CaptionMatchReward,
@@ -407,3 +408,19 @@ def test_gym_make_caption_and_teacher(device):
             if term or trunc:
                 env.reset()
         env.close()
+
+
+@pytest.mark.parametrize("name", ["edge_density", "saliency"])
+def test_vector_env_view_rewards(device, name):
+    noise, red, _ = _source()
+    src = ArraySource([noise, red], labels=[0, 0], classes=COLOURS)
+    venv = ImageViewVectorEnv(6, src, view_size=16, reward=name, device=device)
+    fn = make_reward(name, _anns(device))
+    venv.reset(seed=0)
+    for _ in range(3):
+        obs, reward, *_ = venv.step(venv.action_space.sample())
+        obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
+        views = obs.permute(0, 3, 1, 2).float().div(255).to(device)
+        expected = fn(views, _state(6, device), None)
+        torch.testing.assert_close(torch.as_tensor(reward).float().to(device), expected, atol=1e-3, rtol=0)
+    venv.close()
