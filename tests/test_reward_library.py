@@ -126,11 +126,20 @@ def test_saliency_matches_kornia(device):
 
     def blur(x, sigma):
         s = sigma * 32
-        k = 2 * max(1, min(math.ceil(3 * s), 32)) + 1
+        k = 2 * max(1, math.ceil(3 * s)) + 1
         return kornia.filters.gaussian_blur2d(x, (k, k), (s, s), border_type="replicate")
 
     ref = (blur(views, 0.03) - blur(views, 0.25)).abs().mean(dim=(1, 2, 3))
     torch.testing.assert_close(SaliencyReward()(views, _state(2, device), None), ref, atol=1e-5, rtol=0)
+
+
+def test_saliency_pools_large_views(device):
+    views = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(3)).to(device)
+    pooled = torch.nn.functional.avg_pool2d(views, 2)
+    fn = SaliencyReward()
+    torch.testing.assert_close(fn(views, _state(2, device), None), fn(pooled, _state(2, device), None))
+    full = SaliencyReward(resolution=None)(views, _state(2, device), None)
+    assert not torch.allclose(full, fn(views, _state(2, device), None))
 
 
 def test_saliency_arguments():
@@ -138,6 +147,8 @@ def test_saliency_arguments():
         SaliencyReward(centre_sigma=-1)
     with pytest.raises(ValueError, match="surround_sigma"):
         SaliencyReward(centre_sigma=0.2, surround_sigma=0.1)
+    with pytest.raises(ValueError, match="resolution"):
+        SaliencyReward(resolution=1)
 
 
 # -- caption match ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@ name           range     value of a view
 edge_density   ``[0,1]`` mean Sobel gradient magnitude of the view's luma, divided by
                          its largest possible value (see :class:`EdgeDensityReward`)
 saliency       ``[0,1]`` mean centre-surround contrast: ``|blur_c(x) - blur_s(x)|``
-                         averaged over pixels and channels (difference of Gaussians)
+                         averaged over pixels and channels (difference of Gaussians,
+                         on the view pooled to at most 64 pixels a side)
 caption_match  ``[0,1]`` ``(cos + 1) / 2`` between the view's and the caption's embedding
                          under frozen encoders; with ``contrastive=True``, the softmax
                          probability of the target's prompt among the class prompts
@@ -77,70 +78,87 @@ class EdgeDensityReward:
     needs_views = True
 
     def __call__(self, views: Tensor, state: ViewState, annotations: Annotations) -> Tensor:
-        y = F.pad(_luma(views.float()), (1, 1, 1, 1), mode="replicate")
-        kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=views.device) / 8
-        k = torch.stack((kx, kx.T))[:, None]  # (2, 1, 3, 3)
-        g = F.conv2d(y, k)
-        mag = g.square().sum(1).sqrt() / SOBEL_MAX
+        y = F.pad(_luma(views.float()), (1, 1, 1, 1), mode="replicate")[:, 0]  # (B, S+2, S+2)
+        # The separable Sobel kernels as slices (cheaper than conv2d on CPU): a central
+        # difference along one axis, smoothed by [1, 2, 1] along the other, over 8.
+        dx = y[:, :, 2:] - y[:, :, :-2]
+        dy = y[:, 2:] - y[:, :-2]
+        gx = (dx[:, :-2] + 2 * dx[:, 1:-1] + dx[:, 2:]) / 8
+        gy = (dy[:, :, :-2] + 2 * dy[:, :, 1:-1] + dy[:, :, 2:]) / 8
+        mag = torch.sqrt(gx * gx + gy * gy) / SOBEL_MAX
         return mag.mean(dim=(1, 2)).clamp(0.0, 1.0)
 
 
-def _gaussian(sigma_px: float, size: int, device: torch.device) -> Tensor:
-    radius = max(1, min(math.ceil(3 * sigma_px), size))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    k = torch.exp(-0.5 * (x / sigma_px) ** 2)
-    return k / k.sum()
-
-
-def _blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur with ``sigma`` a fraction of the side; replicated borders."""
-    if sigma <= 0:
-        return x
-    c, s = x.shape[1], x.shape[-1]
-    k = _gaussian(sigma * s, s, x.device)
-    r = (k.numel() - 1) // 2
-    x = F.pad(x, (r, r, r, r), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+def _blur_matrix(sigma_px: float, size: int, device: torch.device) -> Tensor:
+    """``(size, size)`` Gaussian blur along one axis, borders replicated (taps past an edge fold onto it)."""
+    radius = max(1, math.ceil(3 * sigma_px))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (offsets / sigma_px) ** 2)
+    k = k / k.sum()
+    rows = torch.arange(size).repeat_interleave(len(offsets))
+    cols = (torch.arange(size)[:, None] + offsets.long()[None, :]).clamp(0, size - 1).reshape(-1)
+    m = torch.zeros(size, size).index_put_((rows, cols), k.repeat(size), accumulate=True)
+    return m.to(device)
 
 
 class SaliencyReward:
     """Centre-surround saliency (difference of Gaussians), mean over the view, in ``[0, 1]``.
 
-    Per colour channel, ``|G_c * x - G_s * x|`` with Gaussian blurs of
-    standard deviation ``centre_sigma * S`` and ``surround_sigma * S`` pixels
-    (``S`` the view side; borders replicated), averaged over pixels and
-    channels. Both blurs of a ``[0, 1]`` image lie in ``[0, 1]``, so the value
-    does too: 0 for a flat view, larger where small regions stand out from
-    their surround.
+    The view is first averaged down to ``resolution`` pixels a side when it
+    is larger (area pooling). Per colour channel, ``|G_c * x - G_s * x|``
+    with Gaussian blurs of standard deviation ``centre_sigma * S`` and
+    ``surround_sigma * S`` pixels (``S`` that side; kernels to 3 sigma,
+    borders replicated), averaged over pixels and channels. Both blurs of a
+    ``[0, 1]`` image lie in ``[0, 1]``, so the value does too: 0 for a flat
+    view, larger where small regions stand out from their surround.
 
     Args:
         centre_sigma: centre blur, as a fraction of the view side (0: none).
         surround_sigma: surround blur, as a fraction of the view side; None
             takes the view's mean colour (the limit of an infinitely wide
             surround), so a half-black, half-white view scores 0.5.
+        resolution: side the view is pooled to first (None: never).
     """
 
     needs_annotations = False
     needs_views = True
 
-    def __init__(self, centre_sigma: float = 0.03, surround_sigma: float | None = 0.25) -> None:
+    def __init__(
+        self, centre_sigma: float = 0.03, surround_sigma: float | None = 0.25, resolution: int | None = 64
+    ) -> None:
         if not centre_sigma >= 0:
             raise ValueError(f"centre_sigma must be >= 0, got {centre_sigma}")
         if surround_sigma is not None and not surround_sigma > centre_sigma:
             raise ValueError(
                 f"surround_sigma must exceed centre_sigma ({centre_sigma}), got {surround_sigma}"
             )
+        if resolution is not None and not resolution >= 2:
+            raise ValueError(f"resolution must be >= 2 or None, got {resolution}")
         self.centre_sigma = float(centre_sigma)
         self.surround_sigma = None if surround_sigma is None else float(surround_sigma)
+        self.resolution = resolution
+        self._matrices: dict[tuple[float, int, torch.device], Tensor] = {}
+
+    def _blur(self, x: Tensor, sigma: float) -> Tensor:
+        """Separable Gaussian blur as two matrix products (fast on CPU and GPU)."""
+        if sigma <= 0:
+            return x
+        size = x.shape[-1]
+        key = (sigma, size, x.device)
+        if key not in self._matrices:
+            self._matrices[key] = _blur_matrix(sigma * size, size, x.device)
+        m = self._matrices[key]
+        return m @ x @ m.T
 
     def __call__(self, views: Tensor, state: ViewState, annotations: Annotations) -> Tensor:
         x = views.float()
-        centre = _blur(x, self.centre_sigma)
+        if self.resolution is not None and max(x.shape[-2:]) > self.resolution:
+            x = F.adaptive_avg_pool2d(x, self.resolution)
+        centre = self._blur(x, self.centre_sigma)
         if self.surround_sigma is None:
             surround = x.mean(dim=(2, 3), keepdim=True)
         else:
-            surround = _blur(x, self.surround_sigma)
+            surround = self._blur(x, self.surround_sigma)
         return (centre - surround).abs().mean(dim=(1, 2, 3)).clamp(0.0, 1.0)
 
 
@@ -344,9 +362,12 @@ def _edge_density(annotations: Annotations) -> EdgeDensityReward:
 
 @register_reward("saliency")
 def _saliency(
-    annotations: Annotations, centre_sigma: float = 0.03, surround_sigma: float | None = 0.25
+    annotations: Annotations,
+    centre_sigma: float = 0.03,
+    surround_sigma: float | None = 0.25,
+    resolution: int | None = 64,
 ) -> SaliencyReward:
-    return SaliencyReward(centre_sigma, surround_sigma)
+    return SaliencyReward(centre_sigma, surround_sigma, resolution)
 
 
 @register_reward("caption_match")
