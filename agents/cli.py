@@ -4,7 +4,7 @@ Usage::
 
     vpt info SOURCE [--out DIR] [--max-images N] [--strict]
     vpt bench-reward NAME|module:function [--source photos] [--target T] [--device cpu]
-                     [--out DIR] [--seconds S] [--train-steps N]
+                     [--out DIR] [--seconds S] [--threads N] [--train-steps N]
 """
 
 from __future__ import annotations
@@ -35,13 +35,23 @@ def _bench_reward(args: argparse.Namespace) -> int:
 
     target = int(args.target) if args.target is not None and args.target.isdigit() else args.target
     result = bench_reward(
-        args.reward, args.source, target=target, device=args.device, seconds=args.seconds
+        args.reward,
+        args.source,
+        target=target,
+        device=args.device,
+        seconds=args.seconds,
+        threads=args.threads,
     )
     print(f"reward {result.reward!r}: passed " + ", ".join(result.checks))
     print(result.table())
     if args.train_steps > 0:
         result.train = train_with_reward(
-            args.reward, args.source, target=target, steps=args.train_steps, device=args.device
+            args.reward,
+            args.source,
+            target=target,
+            steps=args.train_steps,
+            device=args.device,
+            threads=args.threads,
         )
         t = result.train
         print(
@@ -79,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench.add_argument("--out", default="bench_reward_out", help="folder for bench_reward.json and .md")
     bench.add_argument("--seconds", type=float, default=0.5, help="timing budget per reward and batch size")
+    bench.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads for timing and training"
+    )
     bench.add_argument(
         "--train-steps", type=int, default=0, help="train PPO for this many env steps (0: off)"
     )
