@@ -126,6 +126,15 @@ def test_cli_writes_json_and_markdown(tmp_path: Path, capsys) -> None:
     assert "| cpu | 4096 |" in (out / "bench_reward.md").read_text()
 
 
+def test_cli_trains_a_short_agent(tmp_path: Path) -> None:
+    argv = ["bench-reward", "coverage", "--target", "cat", "--out", str(tmp_path), "--seconds", "0.01"]
+    assert main([*argv, "--threads", "1", "--train-steps", "64"]) == 0
+    train = json.loads((tmp_path / "bench_reward.json").read_text())["train"]
+    assert train["steps"] == 64 and train["episodes"] == 16
+    assert train["trained_mean"] >= 0 and train["random_mean"] >= 0
+    assert "random policy" in (tmp_path / "bench_reward.md").read_text()
+
+
 def test_cli_fails_with_status_2_naming_reward_and_property(tmp_path: Path, capsys) -> None:
     spec = "tests.test_bench_reward:returns_nan"
     assert main(["bench-reward", spec, "--out", str(tmp_path), "--seconds", "0.01"]) == 2
