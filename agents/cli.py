@@ -44,6 +44,8 @@ def _bench_reward(args: argparse.Namespace) -> int:
     )
     print(f"reward {result.reward!r}: passed " + ", ".join(result.checks))
     print(result.table())
+    for note in result.notes:
+        print(note)
     if args.train_steps > 0:
         result.train = train_with_reward(
             args.reward,

@@ -445,6 +445,10 @@ def bench_reward(
     notes: list[str] = []
     if base_target is None:
         raise ValueError(f"the source {source!r} has no object boxes: the coverage baseline needs some")
+    if target is None:
+        classes = checked.annotations.classes
+        label = classes[base_target] if base_target < len(classes) else base_target
+        notes.append(f"The coverage baseline's target: {label!r} (the most frequent box label).")
     rows: list[ThroughputRow] = []
     for dev in devices:
         p = pool_on(dev)
