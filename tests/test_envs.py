@@ -17,10 +17,11 @@ import vpt_env
 from vpt_env.core.dynamics import DISCRETE_ACTIONS, discrete_to_action, reset_state, step_state
 from vpt_env.core.state import EnvParams, ViewState
 
+# The image-view ids; the search ids (which need boxes) have tests/test_search.py.
 ENV_IDS = sorted(
     env_id
     for env_id, spec in gym.registry.items()
-    if isinstance(spec.entry_point, str) and spec.entry_point.startswith("vpt_env.")
+    if isinstance(spec.entry_point, str) and spec.entry_point.startswith("vpt_env.envs.image_view")
 )
 # A small array source keeps env creation cheap where the photos are not the point.
 RNG = np.random.default_rng(0)
