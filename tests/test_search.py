@@ -85,11 +85,18 @@ def test_reward_is_the_iou_and_finding_terminates() -> None:
     )
     union = (x1 - x0) * (y1 - y0) + (goal_box[2] - goal_box[0]) * (goal_box[3] - goal_box[1]) - inter
     assert info["iou"] == pytest.approx(inter / union, abs=1e-5)
-    # Steer the view onto the goal by setting the state, then a no-op step finds it.
+    start = info["iou"]
+    # A no-op step keeps the IoU: the shaped reward is 0.
+    _, reward, terminated, _, info = env.step(np.zeros(4, np.float32))
+    assert reward == pytest.approx(0.0, abs=1e-6) and not terminated and info["iou"] == pytest.approx(start)
+    # Steer the view onto the goal by setting the state, then a no-op step finds it:
+    # the change in IoU (1 - start) plus the success bonus.
     raw = env.unwrapped
     raw._state = raw._state._replace(box=torch.tensor([goal_box]))
     _, reward, terminated, truncated, info = env.step(np.zeros(4, np.float32))
-    assert reward == pytest.approx(1.0, abs=1e-5) and terminated and info["is_success"] and not truncated
+    assert info["iou"] == pytest.approx(1.0, abs=1e-5)
+    assert reward == pytest.approx(1.0 - start + 1.0, abs=1e-5)
+    assert terminated and info["is_success"] and not truncated
 
 
 def test_bad_arguments() -> None:

@@ -17,6 +17,8 @@ from vpt_env.envs.image_view import ImageViewEnv
 
 __all__ = ["ImageSearchDiscreteEnv", "ImageSearchEnv", "goal_iou", "sample_goals"]
 
+#: Reward for finding the object (the episode then terminates).
+SUCCESS_BONUS = 1.0
 #: Default source of the search envs: 2,000 embedded scenes (quick to build).
 DEFAULT_SCENES = {"n_images": 2000, "seed": 0}
 
@@ -73,10 +75,15 @@ class ImageSearchEnv(ImageViewEnv):
 
     ## Rewards
 
-    The best IoU between the view and the goal class's boxes in the image,
-    in ``[0, 1]``, every step. IoU rather than coverage alone: a view of the
-    whole image covers every object, so coverage would reward zooming out;
-    IoU is high only when the object fills the view.
+    Built on the best IoU between the view and the goal class's boxes in the
+    image (``info["iou"]``, in ``[0, 1]``): each step earns the change in that
+    IoU (potential-based shaping, so it does not change which policies are
+    optimal), and finding the object earns :data:`SUCCESS_BONUS` (1) and ends
+    the episode; an episode's return is ``iou_end - iou_start`` plus the
+    bonus. IoU rather than coverage alone: a view of the whole image covers
+    every object, so coverage would reward zooming out; IoU is high only
+    when the object fills the view. (A per-step IoU reward would pay the
+    agent to hover near the object instead of finding it.)
 
     ## Starting State
 
@@ -110,7 +117,7 @@ class ImageSearchEnv(ImageViewEnv):
         >>> sorted(obs), obs["view"].shape
         (['goal', 'view'], (64, 64, 3))
         >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-        >>> 0.0 <= reward <= 1.0
+        >>> -1.0 <= reward <= 2.0
         True
     """
 
@@ -138,6 +145,7 @@ class ImageSearchEnv(ImageViewEnv):
             {"view": self.observation_space, "goal": spaces.Discrete(ann.num_classes)}
         )
         self._goal: Tensor | None = None
+        self._last_iou = 0.0
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -159,15 +167,20 @@ class ImageSearchEnv(ImageViewEnv):
         if not bool((self.pool.annotations.box_labels[self._state.image] >= 0).any()):
             raise ValueError(f"image {int(self._state.image[0])} has no object to search for")
         self._goal = sample_goals(self.pool.annotations, self._state.image, u)
-        return self._search_obs(obs), self._search_info(info)
+        info = self._search_info(info)
+        self._last_iou = info["iou"]
+        return self._search_obs(obs), info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Move the view; reward is the IoU with the goal's best box; found ends the episode."""
+        """Move the view; reward is the change in IoU with the goal, plus 1 when found (which ends it)."""
         if self._goal is None:
             raise ResetNeeded("Cannot call env.step() before calling env.reset()")
         obs, _, _, truncated, info = super().step(action)
         info = self._search_info(info)
-        return self._search_obs(obs), info["iou"], bool(info["is_success"]), truncated, info
+        found = bool(info["is_success"])
+        reward = info["iou"] - self._last_iou + (SUCCESS_BONUS if found else 0.0)
+        self._last_iou = info["iou"]
+        return self._search_obs(obs), reward, found, truncated, info
 
     def _search_obs(self, view: np.ndarray) -> dict[str, Any]:
         assert self._goal is not None
