@@ -325,7 +325,7 @@ def _all_rewards(anns):
 
 def test_registered():
     assert {"edge_density", "saliency", "caption_match", "teacher_prob"} <= set(REWARDS)
-    assert "novelty" not in REWARDS
+    assert "novelty" in REWARDS  # built in: see tests/test_novelty.py
 
 
 def test_range_batch_invariance_and_device(device):

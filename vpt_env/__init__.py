@@ -92,9 +92,22 @@ for _id, _entry, _vector_entry in (
 #: Episode length of the search envs at registration.
 SEARCH_EPISODE_STEPS = 50
 
-for _id, _entry in (
-    ("ImageSearch-v0", "vpt_env.envs.search:ImageSearchEnv"),
-    ("ImageSearchDiscrete-v0", "vpt_env.envs.search:ImageSearchDiscreteEnv"),
+for _id, _entry, _vector_entry in (
+    (
+        "ImageSearch-v0",
+        "vpt_env.envs.search:ImageSearchEnv",
+        "vpt_env.envs.search:ImageSearchVectorEnv",
+    ),
+    (
+        "ImageSearchDiscrete-v0",
+        "vpt_env.envs.search:ImageSearchDiscreteEnv",
+        "vpt_env.envs.search:ImageSearchDiscreteVectorEnv",
+    ),
 ):
     if _id not in registry:
-        register(id=_id, entry_point=_entry, max_episode_steps=SEARCH_EPISODE_STEPS)
+        register(
+            id=_id,
+            entry_point=_entry,
+            vector_entry_point=_vector_entry,
+            max_episode_steps=SEARCH_EPISODE_STEPS,
+        )

@@ -126,8 +126,11 @@ def reset_state(
     aug = identity_aug(key.shape[0], device=key.device)
     if params.random_initial_aug:
         aug = action_to_aug(u[:, 5:] * 2 - 1, aug, params.enabled_mask(key.device), params.ranges)
+    visited = None
+    if params.memory:
+        visited = torch.zeros(key.shape[0], params.memory, 4, dtype=box.dtype, device=box.device)
     return ViewState(
-        image=image, box=box, aug=aug, t=torch.zeros_like(key), key=key, episode=episode
+        image=image, box=box, aug=aug, t=torch.zeros_like(key), key=key, episode=episode, visited=visited
     )
 
 
@@ -150,7 +153,8 @@ def step_state(params: EnvParams, state: ViewState, action: Tensor, image_hw: Te
         image_hw: ``(N, 2)`` float heights and widths of every image in the pool.
 
     Returns:
-        The next :class:`ViewState` (``t`` incremented).
+        The next :class:`ViewState` (``t`` incremented; with memory, the box
+        left behind recorded in ``visited``).
     """
     box = state.box
     hw = image_hw[state.image]
@@ -175,7 +179,12 @@ def step_state(params: EnvParams, state: ViewState, action: Tensor, image_hw: Te
     if enabled:
         aug_action[:, enabled] = action[:, 4:]
     aug = action_to_aug(aug_action, state.aug, params.enabled_mask(action.device), params.ranges)
-    return state._replace(box=new_box, aug=aug, t=state.t + 1)
+    visited = state.visited
+    if visited is not None and visited.shape[1]:
+        # Record the box being left in slot t % H (a ring of the H most recent).
+        slot = (state.t % visited.shape[1]).view(-1, 1, 1).expand(-1, 1, 4)
+        visited = visited.scatter(1, slot, box[:, None, :])
+    return state._replace(box=new_box, aug=aug, t=state.t + 1, visited=visited)
 
 
 def discrete_to_action(params: EnvParams, state: ViewState, action_id: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -41,6 +42,10 @@ class ViewState(NamedTuple):
         episode: ``(B,)`` int64 episodes started on that stream before this one.
             Random draws are a pure function of ``(key, episode, t)`` (see
             :mod:`vpt_env.core.random`).
+        visited: ``(B, H, 4)`` the boxes this episode left, most recent ``H =
+            EnvParams.memory`` of them (step ``t`` writes slot ``t % H``; empty
+            slots are all-zero boxes, which overlap nothing), or None when
+            ``memory`` is 0. Rewards that depend on the path (``novelty``) read it.
     """
 
     image: Tensor
@@ -49,6 +54,7 @@ class ViewState(NamedTuple):
     t: Tensor
     key: Tensor
     episode: Tensor
+    visited: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -57,13 +63,17 @@ class ViewState(NamedTuple):
 
     def to(self, device: torch.device | str) -> ViewState:
         """The same state on another device."""
-        return ViewState(*(x.to(device) for x in self))
+        return self.map(lambda x: x.to(device))
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> ViewState:
+        """Apply ``fn`` to every tensor field (None fields stay None)."""
+        return ViewState(*(None if x is None else fn(x) for x in self))
 
     def index(self, idx: Tensor | slice | int) -> ViewState:
         """Select a sub-batch (``idx`` as in tensor indexing; an int keeps the batch dim)."""
         if isinstance(idx, int):
             idx = slice(idx, idx + 1)
-        return ViewState(*(x[idx] for x in self))
+        return self.map(lambda x: x[idx])
 
 
 def _check_range(name: str, value: tuple[float, float], lo: float, hi: float) -> None:
@@ -109,6 +119,10 @@ class EnvParams:
             frames within the clip (the continuous action gains a last entry;
             the discrete one ids 9 "earlier" and 10 "later", one frame each).
             None: 4 on video sources, off elsewhere; 0: off.
+        memory: how many of the episode's past boxes the state keeps
+            (:attr:`ViewState.visited`), for path-dependent rewards such as
+            ``novelty``; 0 (default) keeps none. An env raises it to what its
+            reward declares (``reward.memory``).
     """
 
     view_size: int = 64
@@ -124,6 +138,7 @@ class EnvParams:
     random_initial_aug: bool = False
     interpolation: str = "antialias"
     max_time_step: int | None = None
+    memory: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.view_size, bool) or not isinstance(self.view_size, int):
@@ -168,6 +183,8 @@ class EnvParams:
             or not 0 <= self.max_time_step <= 10_000
         ):
             raise ValueError(f"max_time_step must be None or an int in [0, 10000], got {self.max_time_step}")
+        if isinstance(self.memory, bool) or not isinstance(self.memory, int) or not 0 <= self.memory <= 1024:
+            raise ValueError(f"memory must be an int in [0, 1024], got {self.memory!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"

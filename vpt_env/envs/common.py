@@ -29,6 +29,7 @@ __all__ = [
     "continuous_actions",
     "discrete_actions",
     "make_observation_space",
+    "params_for_reward",
     "resolve_params",
 ]
 
@@ -115,6 +116,14 @@ def build_pool(
         )
     reward_fn = make_reward(reward, pool.annotations, target=target, **(reward_kwargs or {}))
     return pool, reward_fn
+
+
+def params_for_reward(params: EnvParams, reward_fn: Any) -> EnvParams:
+    """``params`` with ``memory`` raised to what the reward declares (``reward.memory``)."""
+    need = getattr(reward_fn, "memory", 0)
+    if isinstance(need, bool) or not isinstance(need, int) or need < 0:
+        raise TypeError(f"reward {reward_fn!r}: memory must be an int >= 0, got {need!r}")
+    return params.replace(memory=need) if need > params.memory else params
 
 
 def make_observation_space(

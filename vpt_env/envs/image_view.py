@@ -22,6 +22,7 @@ from vpt_env.envs.common import (
     ActionMap,
     build_pool,
     make_observation_space,
+    params_for_reward,
     resolve_params,
 )
 from vpt_env.rewards.base import check_reward_output
@@ -161,6 +162,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
             device=self.device,
             max_pool_bytes=max_pool_bytes,
         )
+        self.params = params_for_reward(self.params, self.reward_fn)
         self.observation_space = make_observation_space(self.params, obs_mode)
         self.actions = ActionMap(self.params, self.pool, self.discrete)
         self.action_space = self.actions.space
@@ -211,6 +213,8 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
             image = torch.tensor([int(image_index)], device=self.device)
         key = torch.tensor([self._key], dtype=torch.int64, device=self.device)
         episode = torch.tensor([self._episode], dtype=torch.int64, device=self.device)
+        if image is None:
+            image = self._reset_images(key, episode)
         self._state = reset_state(self.params, self.pool.image_hw, key, episode, image)
         self._views = render(self.pool, self._state, self.params)
         return self._observation(), self._info()
@@ -235,6 +239,10 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         return draw_box(self.pool, int(self._state.image[0]), self._state.box[0].tolist())
 
     # -- helpers ------------------------------------------------------------------
+
+    def _reset_images(self, key: torch.Tensor, episode: torch.Tensor) -> torch.Tensor | None:
+        """The image of a new episode, or None to draw it uniformly (a task env's hook)."""
+        return None
 
     def _observation(self) -> Any:
         assert self._views is not None and self._state is not None

@@ -1,4 +1,9 @@
-"""``ImageSearch-v0`` and ``ImageSearchDiscrete-v0``: find an object of a goal class in a scene."""
+"""``ImageSearch-v0`` and ``ImageSearchDiscrete-v0``: find an object of a goal class in a scene.
+
+The task's maths is a handful of pure batched functions (:func:`search_images`,
+:func:`sample_goal_boxes`, :func:`goal_iou`, :func:`search_reward`) that the
+single env (a batch of one) and the vector env (a batch of N) both call.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,35 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
+from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
 from vpt_env.core.boxes import iou
 from vpt_env.core.random import RESET_STEP, uniform
 from vpt_env.data.annotations import Annotations
+from vpt_env.data.scene_text import position_name
 from vpt_env.envs.image_view import ImageViewEnv
+from vpt_env.envs.vector import ImageViewVectorEnv
 
-__all__ = ["ImageSearchDiscreteEnv", "ImageSearchEnv", "goal_iou", "sample_goals"]
+__all__ = [
+    "GOAL_MODES",
+    "ImageSearchDiscreteEnv",
+    "ImageSearchDiscreteVectorEnv",
+    "ImageSearchEnv",
+    "ImageSearchVectorEnv",
+    "encode_caption",
+    "goal_iou",
+    "goal_phrase",
+    "sample_goal_boxes",
+    "sample_goals",
+    "search_images",
+    "search_reward",
+]
+
+#: ``goal_mode`` values: a class index, or a caption of the goal object as UTF-8 bytes.
+GOAL_MODES = ("class", "caption")
+#: Bytes of a caption goal (longer captions are cut, shorter ones padded with 0).
+CAPTION_BYTES = 64
 
 #: Reward for finding the object (the episode then terminates).
 SUCCESS_BONUS = 1.0
@@ -23,8 +49,23 @@ SUCCESS_BONUS = 1.0
 DEFAULT_SCENES = {"n_images": 2000, "seed": 0}
 
 
-def sample_goals(annotations: Annotations, image: Tensor, u: Tensor) -> Tensor:
-    """One goal class per view: the class of a uniformly drawn object box of its image.
+def search_images(searchable: Tensor, key: Tensor, episode: Tensor) -> Tensor:
+    """The scene of each new episode: uniform over the images that have an object.
+
+    Args:
+        searchable: ``(M,)`` indices of the pool's images with at least one box.
+        key, episode: ``(B,)`` random streams of the envs (see :mod:`vpt_env.core.random`).
+
+    Returns:
+        ``(B,)`` int64 image indices.
+    """
+    u = uniform(key, episode, RESET_STEP, 8)[:, 6]
+    pick = (u * len(searchable)).long().clamp_max(len(searchable) - 1)
+    return searchable[pick]
+
+
+def sample_goal_boxes(annotations: Annotations, image: Tensor, u: Tensor) -> Tensor:
+    """One goal object per view: a uniformly drawn object box of its image.
 
     Args:
         annotations: the pool's annotations.
@@ -32,13 +73,51 @@ def sample_goals(annotations: Annotations, image: Tensor, u: Tensor) -> Tensor:
         u: ``(B,)`` uniform numbers in ``[0, 1)``.
 
     Returns:
-        ``(B,)`` int64 class indices.
+        ``(B,)`` int64 indices into the image's boxes (valid boxes come first
+        in each row of ``annotations.boxes``; padding is at the end).
     """
-    labels = annotations.box_labels[image]  # (B, M), -1 padding
-    count = (labels >= 0).sum(dim=1)
-    pick = (u * count).long().clamp_max(count - 1)
-    # The k-th valid box: valid boxes come first in each row (padding is at the end).
-    return labels.gather(1, pick[:, None])[:, 0]
+    count = (annotations.box_labels[image] >= 0).sum(dim=1)
+    return (u * count).long().clamp_max(count - 1)
+
+
+def sample_goals(annotations: Annotations, image: Tensor, u: Tensor) -> Tensor:
+    """One goal class per view: the class of :func:`sample_goal_boxes`' object.
+
+    Shape:
+        image, u: ``(B,)``; returns ``(B,)`` int64 class indices.
+    """
+    pick = sample_goal_boxes(annotations, image, u)
+    return annotations.box_labels[image].gather(1, pick[:, None])[:, 0]
+
+
+def goal_phrase(annotations: Annotations, image: int, box_index: int) -> str:
+    """A caption of one object: the matching part of its image's caption, else a template.
+
+    Scene captions list their objects in box order (``"a red sneaker at the
+    top left, a small blue digit 3 in the centre and ..."``): when the first
+    caption splits into one phrase per box and the phrase names the box's
+    class, that phrase is the goal. Otherwise the goal is ``"a <class>
+    <position>"`` from the box (for example ``"a dog on the right"``).
+    """
+    labels = annotations.box_labels[image]
+    count = int((labels >= 0).sum())
+    name = annotations.classes[int(labels[box_index])]
+    if annotations.captions[image]:
+        first = annotations.captions[image][0]
+        head, _, last = first.rpartition(" and ")
+        parts = [*head.split(", "), last] if head else [first]
+        if len(parts) == count and name in parts[box_index]:
+            return parts[box_index]
+    x0, y0, x1, y1 = (float(v) for v in annotations.boxes[image, box_index])
+    return f"a {name} {position_name((x0 + x1) / 2, (y0 + y1) / 2)}"
+
+
+def encode_caption(text: str, length: int = CAPTION_BYTES) -> np.ndarray:
+    """A caption as a ``(length,)`` uint8 array: its UTF-8 bytes, cut or padded with 0."""
+    raw = text.encode("utf-8")[:length]
+    out = np.zeros(length, np.uint8)
+    out[: len(raw)] = np.frombuffer(raw, np.uint8)
+    return out
 
 
 def goal_iou(annotations: Annotations, image: Tensor, box: Tensor, goal: Tensor) -> Tensor:
@@ -53,14 +132,69 @@ def goal_iou(annotations: Annotations, image: Tensor, box: Tensor, goal: Tensor)
     return scores.amax(dim=1) if scores.shape[1] else torch.zeros_like(goal, dtype=box.dtype)
 
 
-class ImageSearchEnv(ImageViewEnv):
+def search_reward(score: Tensor, last: Tensor, found_iou: float) -> tuple[Tensor, Tensor]:
+    """The search reward and termination from the goal IoU before and after a step.
+
+    Returns:
+        ``(reward, found)``: ``score - last`` plus :data:`SUCCESS_BONUS` where
+        ``score >= found_iou``, and that condition (which ends the episode).
+    """
+    found = score >= found_iou
+    return score - last + SUCCESS_BONUS * found.to(score.dtype), found
+
+
+class _SearchSetup:
+    """What both search envs check and build: arguments, goals, spaces."""
+
+    def _search_kwargs(self, source: Any, found_iou: float, goal_mode: str, kwargs: dict[str, Any]) -> Any:
+        for name in ("reward", "obs_mode"):
+            if name in kwargs:
+                raise TypeError(f"ImageSearch envs fix {name!r}; it cannot be passed")
+        if isinstance(found_iou, bool) or not isinstance(found_iou, int | float) or not 0 < found_iou <= 1:
+            raise ValueError(f"found_iou must be in (0, 1], got {found_iou!r}")
+        if goal_mode not in GOAL_MODES:
+            raise ValueError(f"goal_mode must be one of {GOAL_MODES}, got {goal_mode!r}")
+        self.found_iou = float(found_iou)
+        self.goal_mode = goal_mode
+        if source is None:
+            from vpt_env.data.scenes import SceneSource
+
+            source = SceneSource(**DEFAULT_SCENES)
+        if "params" not in kwargs:
+            kwargs.setdefault("augmentations", ())
+            kwargs.setdefault("init_scale", (0.02, 0.1))
+        return source
+
+    def _search_setup(self, pool: Any, view_space: spaces.Space) -> spaces.Dict:
+        ann = pool.annotations
+        if not ann.has_boxes or ann.num_classes == 0:
+            raise ValueError("ImageSearch needs a source with object boxes (e.g. SceneSource)")
+        self._searchable = torch.nonzero((ann.box_labels >= 0).any(dim=1)).flatten()
+        goal: spaces.Space = (
+            spaces.Discrete(ann.num_classes)
+            if self.goal_mode == "class"
+            else spaces.Box(0, 255, (CAPTION_BYTES,), np.uint8)
+        )
+        return spaces.Dict({"view": view_space, "goal": goal, "box": spaces.Box(0.0, 1.0, (4,), np.float32)})
+
+    def _draw_goals(self, pool: Any, image: Tensor, key: Tensor, episode: Tensor) -> tuple[Tensor, Tensor]:
+        """``(goal class, goal box index)`` of new episodes, from their reset draws."""
+        ann = pool.annotations
+        if not bool((ann.box_labels[image] >= 0).any(dim=1).all()):
+            raise ValueError("every search episode needs an image with an object; this one has none")
+        pick = sample_goal_boxes(ann, image, uniform(key, episode, RESET_STEP, 8)[:, 7])
+        return ann.box_labels[image].gather(1, pick[:, None])[:, 0], pick
+
+
+class ImageSearchEnv(_SearchSetup, ImageViewEnv):
     """Goal-conditioned visual search: move the view onto an object of the goal class.
 
     ## Description
 
-    Each episode draws a scene and a goal class present in it (the class of
-    a uniformly drawn object of the scene). The agent moves a view, starting
-    from a small random crop, until the view frames an object of that class.
+    Each episode draws a scene and a goal object in it (a uniformly drawn
+    object box). The agent moves a view, starting from a small random crop,
+    until the view frames an object of the goal class (``goal_mode="class"``)
+    or the very object a caption describes (``goal_mode="caption"``).
 
     ## Action Space
 
@@ -70,20 +204,28 @@ class ImageSearchEnv(ImageViewEnv):
 
     ## Observation Space
 
-    ``Dict(view=Box(0, 255, (S, S, 3), uint8), goal=Discrete(K))``: the view
-    and the goal class index (``K`` classes of the source).
+    ``Dict(view=Box(0, 255, (S, S, 3), uint8), goal=..., box=Box(0, 1, (4,), float32))``:
+    the view, the goal and where the view is (its normalised box, as a
+    searcher knows where it looks). The goal is ``Discrete(K)``, a class
+    index of the source's ``K`` classes, or with ``goal_mode="caption"``
+    ``Box(0, 255, (64,), uint8)``, the UTF-8 bytes of a caption of the goal
+    object padded with 0 (:func:`encode_caption`; ``info["goal_caption"]``
+    has the text). On the embedded scenes the caption is the object's part of
+    the scene caption (``"a small blue digit 3 in the centre"``); elsewhere
+    ``"a <class> <position>"`` (:func:`goal_phrase`).
 
     ## Rewards
 
-    Built on the best IoU between the view and the goal class's boxes in the
-    image (``info["iou"]``, in ``[0, 1]``): each step earns the change in that
-    IoU (potential-based shaping, so it does not change which policies are
-    optimal), and finding the object earns :data:`SUCCESS_BONUS` (1) and ends
-    the episode; an episode's return is ``iou_end - iou_start`` plus the
-    bonus. IoU rather than coverage alone: a view of the whole image covers
-    every object, so coverage would reward zooming out; IoU is high only
-    when the object fills the view. (A per-step IoU reward would pay the
-    agent to hover near the object instead of finding it.)
+    Built on the IoU between the view and the goal (``info["iou"]``, in ``[0,
+    1]``): the best IoU with a box of the goal class, or with the described
+    box in caption mode. Each step earns the change in that IoU (potential-
+    based shaping, so it does not change which policies are optimal), and
+    finding the object earns :data:`SUCCESS_BONUS` (1) and ends the episode;
+    an episode's return is ``iou_end - iou_start`` plus the bonus. IoU rather
+    than coverage alone: a view of the whole image covers every object, so
+    coverage would reward zooming out; IoU is high only when the object fills
+    the view. (A per-step IoU reward would pay the agent to hover near the
+    object instead of finding it.)
 
     ## Starting State
 
@@ -93,16 +235,19 @@ class ImageSearchEnv(ImageViewEnv):
 
     ## Episode End
 
-    Terminates when the reward reaches ``found_iou`` (default 0.5: the
-    object is found); truncated after ``max_episode_steps`` (50 at registration).
+    Terminates when the IoU reaches ``found_iou`` (default 0.5: the object is
+    found); truncated after ``max_episode_steps`` (50 at registration).
 
     ## Arguments
 
     ``source`` (default: 2,000 embedded scenes, ``SceneSource(n_images=2000)``;
-    any source with object boxes works), ``found_iou``, and every argument of
-    ``ImageView-v0`` except ``reward`` and ``obs_mode``.
+    any source with object boxes works), ``found_iou``, ``goal_mode``
+    (``"class"`` or ``"caption"``), and every argument of ``ImageView-v0``
+    except ``reward`` and ``obs_mode``. ``gym.make_vec("ImageSearch-v0",
+    num_envs=N, vectorization_mode="vector_entry_point")`` gives the batched
+    :class:`ImageSearchVectorEnv`.
 
-    ``info`` adds ``goal``, ``goal_name``, ``iou`` and ``is_success``.
+    ``info`` adds ``goal``, ``goal_name``, ``goal_caption``, ``iou`` and ``is_success``.
 
     ## Version History
 
@@ -115,87 +260,68 @@ class ImageSearchEnv(ImageViewEnv):
         >>> env = gym.make("ImageSearch-v0", source=SceneSource(n_images=50))
         >>> obs, info = env.reset(seed=0)
         >>> sorted(obs), obs["view"].shape
-        (['goal', 'view'], (64, 64, 3))
+        (['box', 'goal', 'view'], (64, 64, 3))
         >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         >>> -1.0 <= reward <= 2.0
         True
     """
 
-    def __init__(self, source: Any = None, *, found_iou: float = 0.5, **kwargs: Any) -> None:
-        for name in ("reward", "obs_mode"):
-            if name in kwargs:
-                raise TypeError(f"ImageSearch envs fix {name!r}; it cannot be passed")
-        if isinstance(found_iou, bool) or not isinstance(found_iou, int | float) or not 0 < found_iou <= 1:
-            raise ValueError(f"found_iou must be in (0, 1], got {found_iou!r}")
-        if source is None:
-            from vpt_env.data.scenes import SceneSource
-
-            source = SceneSource(**DEFAULT_SCENES)
-        if "params" not in kwargs:
-            kwargs.setdefault("augmentations", ())
-            kwargs.setdefault("init_scale", (0.02, 0.1))
+    def __init__(
+        self, source: Any = None, *, found_iou: float = 0.5, goal_mode: str = "class", **kwargs: Any
+    ) -> None:
+        source = self._search_kwargs(source, found_iou, goal_mode, kwargs)
         super().__init__(source, reward="zero", obs_mode="view", **kwargs)
-        ann = self.pool.annotations
-        if not ann.has_boxes or ann.num_classes == 0:
-            raise ValueError("ImageSearch needs a source with object boxes (e.g. SceneSource)")
-        has_object = (ann.box_labels >= 0).any(dim=1)
-        self._searchable = torch.nonzero(has_object).flatten()
-        self.found_iou = float(found_iou)
-        self.observation_space = spaces.Dict(
-            {"view": self.observation_space, "goal": spaces.Discrete(ann.num_classes)}
-        )
+        self.observation_space = self._search_setup(self.pool, self.observation_space)
         self._goal: Tensor | None = None
-        self._last_iou = 0.0
+        self._goal_box = torch.zeros(1, dtype=torch.int64)
+        self._last = torch.zeros(1)
+        self._caption = ""
+
+    def _reset_images(self, key: Tensor, episode: Tensor) -> Tensor | None:
+        return search_images(self._searchable, key, episode)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        """Start an episode on a random scene with a goal present in it."""
-        options = dict(options or {})
-        if "image_index" not in options:
-            # Draw among the scenes with objects, from the env's own random stream.
-            super().reset(seed=seed, options=options)  # sets the stream key and episode
-            assert self._state is not None
-            u = uniform(self._state.key, self._state.episode, RESET_STEP, 8)
-            pick = (u[:, 6] * len(self._searchable)).long().clamp_max(len(self._searchable) - 1)
-            options["image_index"] = int(self._searchable[pick][0])
-            self._episode -= 1  # the same episode, now on the chosen scene
-            seed = None
+        """Start an episode on a random scene with an object (``options={"image_index": i}`` picks one)."""
         obs, info = super().reset(seed=seed, options=options)
-        assert self._state is not None
-        u = uniform(self._state.key, self._state.episode, RESET_STEP, 8)[:, 7]
-        if not bool((self.pool.annotations.box_labels[self._state.image] >= 0).any()):
-            raise ValueError(f"image {int(self._state.image[0])} has no object to search for")
-        self._goal = sample_goals(self.pool.annotations, self._state.image, u)
-        info = self._search_info(info)
-        self._last_iou = info["iou"]
-        return self._search_obs(obs), info
+        st = self._state
+        assert st is not None
+        self._goal, self._goal_box = self._draw_goals(self.pool, st.image, st.key, st.episode)
+        self._caption = goal_phrase(self.pool.annotations, int(st.image[0]), int(self._goal_box[0]))
+        self._last = self._score()
+        return self._search_obs(obs), self._search_info(info, self._last)
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Move the view; reward is the change in IoU with the goal, plus 1 when found (which ends it)."""
         if self._goal is None:
             raise ResetNeeded("Cannot call env.step() before calling env.reset()")
         obs, _, _, truncated, info = super().step(action)
-        info = self._search_info(info)
-        found = bool(info["is_success"])
-        reward = info["iou"] - self._last_iou + (SUCCESS_BONUS if found else 0.0)
-        self._last_iou = info["iou"]
-        return self._search_obs(obs), reward, found, truncated, info
+        score = self._score()
+        reward, found = search_reward(score, self._last, self.found_iou)
+        self._last = score
+        info = self._search_info(info, score)
+        return self._search_obs(obs), float(reward[0]), bool(found[0]), truncated, info
+
+    def _score(self) -> Tensor:
+        assert self._state is not None and self._goal is not None
+        return _goal_score(self.pool.annotations, self._state, self._goal, self._goal_box, self.goal_mode)
 
     def _search_obs(self, view: np.ndarray) -> dict[str, Any]:
-        assert self._goal is not None
-        return {"view": view, "goal": int(self._goal[0])}
+        assert self._goal is not None and self._state is not None
+        goal: Any = int(self._goal[0]) if self.goal_mode == "class" else encode_caption(self._caption)
+        return {"view": view, "goal": goal, "box": self._state.box[0].cpu().numpy().astype(np.float32)}
 
-    def _search_info(self, info: dict[str, Any]) -> dict[str, Any]:
-        assert self._state is not None and self._goal is not None
-        score = float(goal_iou(self.pool.annotations, self._state.image, self._state.box, self._goal)[0])
+    def _search_info(self, info: dict[str, Any], score: Tensor) -> dict[str, Any]:
+        assert self._goal is not None
         goal = int(self._goal[0])
         return {
             **info,
             "goal": goal,
             "goal_name": self.pool.annotations.classes[goal],
-            "iou": score,
-            "is_success": score >= self.found_iou,
+            "goal_caption": self._caption,
+            "iou": float(score[0]),
+            "is_success": bool(score[0] >= self.found_iou),
         }
 
 
@@ -205,4 +331,112 @@ class ImageSearchDiscreteEnv(ImageSearchEnv):
     discrete: ClassVar[bool] = True
 
 
+def _goal_score(annotations: Annotations, state: Any, goal: Tensor, goal_box: Tensor, mode: str) -> Tensor:
+    """IoU with the goal: any box of the goal class, or the described box in caption mode."""
+    if mode == "class":
+        return goal_iou(annotations, state.image, state.box, goal)
+    boxes = annotations.boxes[state.image].gather(1, goal_box.view(-1, 1, 1).expand(-1, 1, 4))[:, 0]
+    return iou(boxes, state.box)
 
+
+class ImageSearchVectorEnv(_SearchSetup, ImageViewVectorEnv):
+    """``N`` search envs in one batch: the vector entry point of ``ImageSearch-v0``.
+
+    The same pure functions as :class:`ImageSearchEnv` at batch ``N``: ``N``
+    single envs seeded ``seed, seed + 1, ...`` and one vector env reset with
+    ``seed`` draw the same scenes and goals and earn the same rewards.
+    Observations are ``{"view": (N, S, S, 3), "goal": (N,) or (N, 64), "box": (N, 4)}``
+    (tensors on ``device``, or numpy with ``array="numpy"``); ``infos`` adds
+    ``goal``, ``iou`` and ``is_success`` (and ``goal_caption`` in caption mode)
+    with their ``_key`` masks. Autoreset and every other argument as
+    :class:`~vpt_env.envs.vector.ImageViewVectorEnv`.
+
+    Example:
+        >>> import gymnasium as gym, vpt_env
+        >>> from vpt_env.data.scenes import SceneSource
+        >>> envs = gym.make_vec("ImageSearch-v0", num_envs=8, vectorization_mode="vector_entry_point",
+        ...                     source=SceneSource(n_images=50))
+        >>> obs, info = envs.reset(seed=0)
+        >>> tuple(obs["view"].shape), tuple(obs["goal"].shape)
+        ((8, 64, 64, 3), (8,))
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        source: Any = None,
+        *,
+        found_iou: float = 0.5,
+        goal_mode: str = "class",
+        max_episode_steps: int | None = 50,
+        **kwargs: Any,
+    ) -> None:
+        source = self._search_kwargs(source, found_iou, goal_mode, kwargs)
+        super().__init__(
+            num_envs, source, reward="zero", obs_mode="view", max_episode_steps=max_episode_steps, **kwargs
+        )
+        self.single_observation_space = self._search_setup(self.pool, self.single_observation_space)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        dev = self.device
+        self._goal = torch.zeros(num_envs, dtype=torch.int64, device=dev)
+        self._goal_box = torch.zeros(num_envs, dtype=torch.int64, device=dev)
+        self._last = torch.zeros(num_envs, device=dev)
+        self._found = torch.zeros(num_envs, dtype=torch.bool, device=dev)
+        self._captions = [""] * num_envs
+        self._caption_bytes = torch.zeros(num_envs, CAPTION_BYTES, dtype=torch.uint8, device=dev)
+
+    def _reset_images(self, key: Tensor, episode: Tensor) -> Tensor | None:
+        return search_images(self._searchable, key, episode)
+
+    def _on_reset(self, mask: Tensor) -> None:
+        st = self._state
+        assert st is not None
+        goal, pick = self._draw_goals(self.pool, st.image, st.key, st.episode)
+        self._goal = torch.where(mask, goal, self._goal)
+        self._goal_box = torch.where(mask, pick, self._goal_box)
+        self._last = torch.where(mask, self._score(), self._last)
+        self._found = self._found & ~mask
+        if self.goal_mode == "caption":
+            ann = self.pool.annotations
+            for i in torch.nonzero(mask).flatten().tolist():
+                self._captions[i] = goal_phrase(ann, int(st.image[i]), int(self._goal_box[i]))
+                self._caption_bytes[i] = torch.from_numpy(encode_caption(self._captions[i]))
+
+    def _score(self) -> Tensor:
+        assert self._state is not None
+        return _goal_score(self.pool.annotations, self._state, self._goal, self._goal_box, self.goal_mode)
+
+    def _reward(self) -> Tensor:
+        score = self._score()
+        reward, self._found = search_reward(score, self._last, self.found_iou)
+        self._last = score
+        return reward
+
+    def _terminated(self) -> Tensor:
+        return self._found
+
+    def _observation(self) -> Any:
+        assert self._state is not None
+        goal = self._goal if self.goal_mode == "class" else self._caption_bytes
+        return {"view": super()._observation(), "goal": self._out(goal), "box": self._out(self._state.box)}
+
+    def _info(self) -> dict[str, Any]:
+        info = super()._info()
+        mask = self._out(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        extra: dict[str, Any] = {
+            "goal": self._out(self._goal),
+            "iou": self._out(self._last),
+            "is_success": self._out(self._last >= self.found_iou),
+        }
+        if self.goal_mode == "caption":
+            extra["goal_caption"] = np.array(self._captions, dtype=object)
+        for k, v in extra.items():
+            info[k] = v
+            info[f"_{k}"] = mask
+        return info
+
+
+class ImageSearchDiscreteVectorEnv(ImageSearchVectorEnv):
+    """The vector entry point of ``ImageSearchDiscrete-v0``: ``MultiDiscrete([9] * N)`` actions."""
+
+    discrete: ClassVar[bool] = True

@@ -22,6 +22,7 @@ from vpt_env.envs.common import (
     ActionMap,
     build_pool,
     make_observation_space,
+    params_for_reward,
     resolve_params,
 )
 from vpt_env.rewards.base import check_reward_output
@@ -37,6 +38,9 @@ def _where_state(mask: Tensor, a: ViewState, b: ViewState) -> ViewState:
     """Per-env select between two states: ``a`` where ``mask``, else ``b``."""
     out = []
     for x, y in zip(a, b, strict=True):
+        if x is None or y is None:
+            out.append(None)
+            continue
         m = mask.view(-1, *([1] * (x.dim() - 1)))
         out.append(torch.where(m, x, y))
     return ViewState(*out)
@@ -152,6 +156,7 @@ class ImageViewVectorEnv(VectorEnv):
             device=self.device,
             max_pool_bytes=max_pool_bytes,
         )
+        self.params = params_for_reward(self.params, self.reward_fn)
         self.single_observation_space = make_observation_space(
             self.params, obs_mode, channels_first_float=obs_format == "float"
         )
@@ -210,10 +215,13 @@ class ImageViewVectorEnv(VectorEnv):
             image = torch.as_tensor(np.asarray(image_index), dtype=torch.int64, device=self.device)
             if image.shape != (n,) or not bool(((image >= 0) & (image < len(self.pool))).all()):
                 raise ValueError(f"options['image_index'] must hold {n} ints in [0, {len(self.pool)})")
+        if image is None:
+            image = self._reset_images(keys, episodes)
         fresh = reset_state(self.params, self.pool.image_hw, keys, episodes, image)
         self._state = fresh if self._state is None else _where_state(mask_t, fresh, self._state)
         self._autoreset = self._autoreset & ~mask_t
         self._render_views()
+        self._on_reset(mask_t)
         return self._observation(), self._info()
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
@@ -221,15 +229,18 @@ class ImageViewVectorEnv(VectorEnv):
         if self._state is None:
             raise ResetNeeded("Cannot call step() before calling reset()")
         state = self._state
-        n = self.num_envs
         nxt = self.actions.next_state(state, actions, self.pool.image_hw, self.validate)
-        fresh = reset_state(self.params, self.pool.image_hw, state.key, state.episode + 1)
+        episode = state.episode + 1
+        fresh = reset_state(
+            self.params, self.pool.image_hw, state.key, episode, self._reset_images(state.key, episode)
+        )
         if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
             resetting = self._autoreset
             self._state = _where_state(resetting, fresh, nxt)
             self._render_views()
+            self._on_reset(resetting)
             rewards = torch.where(resetting, 0.0, self._reward())
-            terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
+            terminated = self._terminated() & ~resetting
             truncated = self._truncated() & ~resetting
             self._autoreset = terminated | truncated
             return (
@@ -243,7 +254,7 @@ class ImageViewVectorEnv(VectorEnv):
         self._state = nxt
         self._render_views()
         rewards = self._reward()
-        terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
+        terminated = self._terminated()
         truncated = self._truncated()
         done = terminated | truncated
         infos = self._info()
@@ -251,6 +262,7 @@ class ImageViewVectorEnv(VectorEnv):
             final_obs, final_info = self._observation(), infos
             self._state = _where_state(done, fresh, nxt)
             self._render_views()
+            self._on_reset(done)
             infos = self._info()
             infos["final_obs"] = final_obs
             infos["final_info"] = final_info
@@ -306,6 +318,19 @@ class ImageViewVectorEnv(VectorEnv):
             torch.tensor(keys, dtype=torch.int64, device=self.device),
             torch.tensor(episodes, dtype=torch.int64, device=self.device),
         )
+
+    # Task hooks: a task env (ImageSearch) overrides these; the base env has none.
+
+    def _reset_images(self, key: Tensor, episode: Tensor) -> Tensor | None:
+        """Images of new episodes of these streams, or None to draw uniformly (``reset_state``)."""
+        return None
+
+    def _on_reset(self, mask: Tensor) -> None:
+        """Called after the envs in ``mask`` were reset (their state and views are fresh)."""
+
+    def _terminated(self) -> Tensor:
+        """``(N,)`` bool: which envs reached a terminal state on this step."""
+        return torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
 
     def _fast_nearest(self) -> bool:
         return (

@@ -216,7 +216,7 @@ def _sync(device: torch.device) -> None:
 def _tile(views: Tensor, state: ViewState, batch: int) -> tuple[Tensor, ViewState]:
     reps = math.ceil(batch / views.shape[0])
     views = views.repeat(reps, 1, 1, 1)[:batch]
-    state = ViewState(*(x.repeat(reps, *([1] * (x.dim() - 1)))[:batch] for x in state))
+    state = state.map(lambda x: x.repeat(reps, *([1] * (x.dim() - 1)))[:batch])
     return views, state
 
 
