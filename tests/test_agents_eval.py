@@ -1,0 +1,316 @@
+"""Tests of agents.eval: metrics, probe views, features, linear / kNN / attentive probes, report."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from agents.eval import (
+    AttentivePoolingProbe,
+    evaluate_encoder,
+    extract_features,
+    fit_attentive_probe,
+    fit_linear_probe,
+    format_table,
+    knn_eval,
+    knn_predict,
+    knn_predict_multilabel,
+    mean_average_precision,
+    probe_views,
+    split_indices,
+    top1_accuracy,
+)
+from vpt_env.data.scenes import SceneSource
+
+
+class _Out(NamedTuple):
+    pooled: Tensor
+    tokens: Tensor
+
+
+class TinyEncoder(nn.Module):
+    """Stand-in encoder: a strided conv to a 4x4 grid of tokens, mean-pooled."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.dim = dim
+        self.conv = nn.Conv2d(3, dim, kernel_size=8, stride=8)
+        self.drop = nn.Dropout(0.5)
+        self.seen_training: list[bool] = []
+
+    def forward(self, x: Tensor) -> _Out:
+        self.seen_training.append(self.training)
+        t = self.drop(self.conv(x - 0.5)).flatten(2).transpose(1, 2)  # (B, T, D)
+        return _Out(t.mean(1), t)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # The probes train on tiny matrices: on a shared 2-core machine, intra-op
+    # threads only add contention (10x slower here), so the file runs on one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def scenes() -> SceneSource:
+    return SceneSource(n_images=30)
+
+
+# -- metrics ------------------------------------------------------------------------------------------
+
+
+def test_top1_accuracy_logits_preds_and_unknown() -> None:
+    logits = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    labels = torch.tensor([1, 1, -1, 0])
+    assert top1_accuracy(logits, labels) == pytest.approx(2 / 3)
+    assert top1_accuracy(torch.tensor([1, 0, 1, 0]), labels) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_mean_average_precision_matches_sklearn(ties: bool) -> None:
+    sk = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(60, 7, generator=g)
+    if ties:  # tied scores enter the precision-recall curve together
+        scores = (scores * 2).round() / 2
+    targets = (torch.rand(60, 7, generator=g) < 0.3).float()
+    targets[:, 3] = 0  # a class with no positive is left out of the mean
+    aps = [
+        sk.average_precision_score(targets[:, c].numpy(), scores[:, c].numpy())
+        for c in range(7)
+        if targets[:, c].sum() > 0
+    ]
+    assert mean_average_precision(scores, targets) == pytest.approx(float(np.mean(aps)), abs=1e-9)
+
+
+def test_map_of_constant_scores_is_the_mean_positive_rate() -> None:
+    targets = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    assert mean_average_precision(torch.zeros(4, 2), targets) == pytest.approx((2 / 4 + 1 / 4) / 2)
+
+
+# -- kNN ----------------------------------------------------------------------------------------------
+
+
+def _cos(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / math.hypot(*a) / math.hypot(*b)
+
+
+def test_knn_hand_case() -> None:
+    train = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+    query = [2.0, 1.0]
+    t = 0.5
+    # Cosines 0.894, 0.949, 0.447: the two nearest are train 1 (class 1) and train 0 (class 0).
+    expected = [math.exp(_cos(query, train[0]) / t), math.exp(_cos(query, train[1]) / t), 0.0]
+    scores = knn_predict(
+        torch.tensor(train), torch.tensor([0, 1, 0]), torch.tensor([query]), k=2, temperature=t, num_classes=3
+    )
+    assert scores.shape == (1, 3)
+    assert scores[0].tolist() == pytest.approx(expected, rel=1e-5)
+
+    targets = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    w0, w1 = expected[0], expected[1]
+    ml = knn_predict_multilabel(torch.tensor(train), targets, torch.tensor([query]), k=2, temperature=t)
+    assert ml[0].tolist() == pytest.approx([(w0 + w1) / (w0 + w1), w1 / (w0 + w1)], rel=1e-5)
+
+
+def test_knn_eval_on_blobs() -> None:
+    x, y = _blobs(200, 3, 8, seed=0)
+    res = knn_eval(x[:150], y[:150], x[150:], y[150:], k=5)
+    assert res["top1"] > 0.9
+
+
+# -- linear probe -------------------------------------------------------------------------------------
+
+
+def _blobs(n: int, k: int, d: int, seed: int, spread: float = 3.0) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, d, generator=g) * spread
+    y = torch.randint(0, k, (n,), generator=g)
+    return centres[y] + torch.randn(n, d, generator=g), y
+
+
+def test_linear_probe_separable_and_shuffled() -> None:
+    x, y = _blobs(400, 4, 16, seed=0)
+    res = fit_linear_probe(x[:300], y[:300], x[300:], y[300:], epochs=50)
+    assert res["top1"] > 0.9
+    assert res == fit_linear_probe(x[:300], y[:300], x[300:], y[300:], epochs=50)  # deterministic
+    shuffled = y[torch.randperm(400, generator=torch.Generator().manual_seed(5))]
+    chance = fit_linear_probe(x[:300], shuffled[:300], x[300:], shuffled[300:], epochs=50)
+    assert chance["top1"] < 0.45  # 4 classes: chance 0.25
+
+
+def test_linear_probe_multilabel() -> None:
+    g = torch.Generator().manual_seed(0)
+    targets = (torch.rand(300, 5, generator=g) < 0.4).float()
+    x = torch.cat((targets * 2 + 0.3 * torch.randn(300, 5, generator=g), torch.randn(300, 3, generator=g)), 1)
+    res = fit_linear_probe(x[:200], targets[:200], x[200:], targets[200:], multilabel=True)
+    assert res["map"] > 0.9
+
+
+# -- attentive probe ----------------------------------------------------------------------------------
+
+
+def _one_token_task(n: int, seed: int, t: int = 8, d: int = 16, k: int = 4) -> tuple[Tensor, Tensor]:
+    """The class sits in one marked token at a random position; the others carry random classes."""
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randn(k, d, generator=g) * 2
+    codes[:, 0] = 0
+    y = torch.randint(0, k, (n,), generator=g)
+    distract = torch.randint(0, k, (n, t), generator=g)
+    tokens = codes[distract] + 0.3 * torch.randn(n, t, d, generator=g)
+    pos = torch.randint(0, t, (n,), generator=g)
+    rows = torch.arange(n)
+    tokens[rows, pos] = codes[y] + 0.3 * torch.randn(n, d, generator=g)
+    tokens[rows, pos, 0] = 4.0  # the marker that tells the informative token
+    return tokens, y
+
+
+def test_attentive_probe_reads_one_token() -> None:
+    tokens, y = _one_token_task(600, seed=0)
+    tr, te = slice(0, 450), slice(450, None)
+    att = fit_attentive_probe(tokens[tr], y[tr], tokens[te], y[te], epochs=30, batch_size=64)
+    mean = fit_linear_probe(tokens[tr].mean(1), y[tr], tokens[te].mean(1), y[te], epochs=50)
+    assert att["top1"] > 0.9
+    assert mean["top1"] < att["top1"] - 0.2
+
+
+def test_attentive_probe_shapes_and_args() -> None:
+    probe = AttentivePoolingProbe(dim=8, num_classes=3, heads=2)
+    assert probe(torch.randn(5, 7, 8)).shape == (5, 3)
+    with pytest.raises(ValueError, match="heads"):
+        AttentivePoolingProbe(dim=8, num_classes=3, heads=3)
+    with pytest.raises(ValueError, match="tokens"):
+        probe(torch.randn(5, 8))
+
+
+# -- probe views and features -------------------------------------------------------------------------
+
+
+def test_split_indices_partition() -> None:
+    train, test = split_indices(20, test_fraction=0.25, seed=3)
+    assert len(test) == 5 and len(train) == 15
+    assert sorted(torch.cat((train, test)).tolist()) == list(range(20))
+    assert torch.equal(test, split_indices(20, test_fraction=0.25, seed=3)[1])
+    assert not torch.equal(test, split_indices(20, test_fraction=0.25, seed=4)[1])
+
+
+def test_probe_views_image_task(scenes: SceneSource) -> None:
+    data = probe_views(scenes, "all", view_size=32)
+    k = len(scenes.classes)
+    assert data.views.shape == (30, 3, 32, 32) and data.views.dtype == torch.float32
+    assert 0.0 <= float(data.views.min()) and float(data.views.max()) <= 1.0
+    assert data.labels.tolist() == [-1] * 30  # scenes carry no image label
+    assert data.targets is not None and data.targets.shape == (30, k)
+    for i in range(30):
+        present = {int(c) for c in scenes.box_labels[i] if c >= 0}
+        assert set(data.targets[i].nonzero()[:, 0].tolist()) == present
+    assert data.class_names == list(scenes.classes)
+    train = probe_views(scenes, "train", view_size=32)
+    test = probe_views(scenes, "test", view_size=32)
+    assert sorted(train.image.tolist() + test.image.tolist()) == list(range(30))
+    assert torch.equal(test.views, data.views[test.image])
+    small = probe_views(scenes, "all", view_size=32, max_images=10, seed=1)
+    assert small.views.shape == (10, 3, 32, 32) and small.num_images == 10
+
+
+def test_probe_views_objects_task(scenes: SceneSource) -> None:
+    data = probe_views(scenes, "all", view_size=16, task="objects")
+    valid = scenes.box_labels >= 0
+    n = int(valid.sum())
+    assert data.views.shape == (n, 3, 16, 16)
+    assert data.labels.tolist() == scenes.box_labels[valid].tolist()
+    assert data.image.tolist() == np.nonzero(valid)[0].tolist()
+    obj = torch.from_numpy(scenes.boxes[valid])
+    assert bool((data.boxes[:, :2] <= obj[:, :2] + 1e-6).all())
+    assert bool((data.boxes[:, 2:] >= obj[:, 2:] - 1e-6).all())
+    assert bool((data.boxes >= 0).all() and (data.boxes <= 1).all())
+    # Away from the image edges the region is the box grown by 10% about its centre.
+    w = obj[:, 2] - obj[:, 0]
+    inside = (obj[:, 0] - 0.05 * w > 0) & (obj[:, 2] + 0.05 * w < 1)
+    assert bool(inside.any())
+    grown = (data.boxes[inside, 2] - data.boxes[inside, 0]).tolist()
+    assert grown == pytest.approx((1.1 * w[inside]).tolist())
+    # The view shows that region: compare with PIL's bilinear resize of the same box.
+    j = int(inside.nonzero()[0, 0])
+    img = scenes.image(int(data.image[j]))
+    h, wd = img.shape[:2]
+    x0, y0, x1, y1 = data.boxes[j].tolist()
+    ref = Image.fromarray(img).resize((16, 16), Image.BILINEAR, box=(x0 * wd, y0 * h, x1 * wd, y1 * h))
+    ref_t = torch.from_numpy(np.array(ref)).permute(2, 0, 1).float() / 255
+    assert float((data.views[j] - ref_t).abs().mean()) < 0.03
+
+
+def test_extract_features_restores_training_flag() -> None:
+    enc = TinyEncoder()
+    views = torch.rand(10, 3, 32, 32)
+    enc.train()
+    feats = extract_features(enc, views, batch_size=4)
+    assert enc.training and enc.drop.training
+    assert enc.seen_training == [False, False, False]
+    assert feats.pooled.shape == (10, 8) and feats.tokens.shape == (10, 16, 8)
+    assert not feats.pooled.requires_grad
+    enc.eval()
+    again = extract_features(enc, iter([views[:6], views[6:]]))
+    assert not enc.training
+    torch.testing.assert_close(again.tokens, feats.tokens)
+
+
+def test_extract_features_accepts_tuple_output() -> None:
+    class TupleEnc(nn.Module):
+        def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+            t = x.flatten(2).transpose(1, 2)
+            return t.mean(1), t
+
+    feats = extract_features(TupleEnc(), torch.rand(3, 3, 8, 8))
+    assert feats.tokens.shape == (3, 64, 3)
+
+
+# -- report -------------------------------------------------------------------------------------------
+
+
+def test_evaluate_encoder_end_to_end(scenes: SceneSource) -> None:
+    torch.manual_seed(0)
+    enc = TinyEncoder()
+    res = evaluate_encoder(enc, scenes, view_size=32, linear_epochs=5, attentive_epochs=2)
+    assert res["metric"] == "map"  # scenes: boxes, no image labels
+    assert res["n_train"] + res["n_test"] == 30
+    for p in ("linear", "knn", "attentive"):
+        assert 0.0 < res[p]["map"] <= 1.0
+    assert 0.0 < res["chance"] < 1.0
+    objs = evaluate_encoder(enc, scenes, task="objects", probes=("linear", "knn"), linear_epochs=5)
+    assert objs["metric"] == "top1" and "attentive" not in objs
+    assert objs["n_train"] + objs["n_test"] == int((scenes.box_labels >= 0).sum())
+    table = format_table({"tiny": objs, "tiny x2": [objs, objs]})
+    lines = table.splitlines()
+    assert lines[0] == "| encoder (top1, %) | linear | knn | chance |"
+    assert lines[3].startswith("| tiny x2 | ") and "± 0.0" in lines[3]
+
+
+def test_bad_arguments_name_the_parameter(scenes: SceneSource) -> None:
+    x, y = _blobs(20, 2, 4, seed=0)
+    cases = [
+        ("task", lambda: probe_views(scenes, task="regions")),
+        ("split", lambda: probe_views(scenes, split="val")),
+        ("view_size", lambda: probe_views(scenes, view_size=4)),
+        ("test_fraction", lambda: split_indices(10, test_fraction=1.0)),
+        ("k", lambda: knn_predict(x, y, x, k=0)),
+        ("temperature", lambda: knn_predict(x, y, x, temperature=0.0)),
+        ("num_classes", lambda: knn_predict(x, y, x, num_classes=1)),
+        ("epochs", lambda: fit_linear_probe(x, y, x, y, epochs=0)),
+        ("multilabel", lambda: fit_linear_probe(x, y, x, y, multilabel=True)),
+        ("batch_size", lambda: extract_features(TinyEncoder(), torch.rand(2, 3, 32, 32), batch_size=0)),
+        ("probes", lambda: evaluate_encoder(TinyEncoder(), scenes, probes=("linear", "svm"))),
+    ]
+    for name, call in cases:
+        with pytest.raises(ValueError, match=name):
+            call()
