@@ -1,10 +1,16 @@
-"""The ``vpt`` command. Subcommands: ``info``, ``bench-reward`` (more arrive with the agents).
+"""The ``vpt`` command. Subcommands: ``info``, ``bench-reward``, ``pretrain``, ``eval``, ``export``.
 
 Usage::
 
     vpt info SOURCE [--out DIR] [--max-images N] [--strict]
     vpt bench-reward NAME|module:function [--source photos] [--target T] [--device cpu]
                      [--out DIR] [--seconds S] [--threads N] [--train-steps N]
+    vpt pretrain --method abclip --source scenes --steps 300 [--out-dir runs/pretrain] [every knob: --help]
+    vpt eval --ckpt RUN|FILE [--source S] [--baseline random] [--task image|objects] [--out DIR]
+    vpt export --ckpt RUN [--out encoder.safetensors]
+
+Every ``pretrain`` flag is a documented field of :class:`agents.pretrain.DataConfig`,
+:class:`agents.systems.SystemConfig` or :class:`agents.trainer.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -69,6 +76,121 @@ def _bench_reward(args: argparse.Namespace) -> int:
     return 0
 
 
+_PRETRAIN_DEFAULTS = {"out_dir": "runs/pretrain", "steps": 300}
+
+
+def _pretrain_parser(sub: Any) -> None:
+    from agents.config_cli import add_dataclass_arguments
+    from agents.pretrain import DataConfig
+    from agents.systems import SystemConfig
+    from agents.trainer import TrainConfig
+
+    p = sub.add_parser("pretrain", help="pre-train an encoder (AB or a base method); resumes its --out-dir")
+    add_dataclass_arguments(p, SystemConfig, exclude=("num_classes",), title="system (SystemConfig)")
+    add_dataclass_arguments(p, DataConfig, title="data (DataConfig)")
+    add_dataclass_arguments(p, TrainConfig, defaults=_PRETRAIN_DEFAULTS, title="training (TrainConfig)")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="start over in --out-dir")
+    p.set_defaults(run=_pretrain)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from agents.config_cli import dataclass_from_args
+    from agents.pretrain import DataConfig, pretrain
+    from agents.systems import SystemConfig
+    from agents.trainer import TrainConfig
+
+    system = dataclass_from_args(SystemConfig, args)
+    data = dataclass_from_args(DataConfig, args)
+    train = dataclass_from_args(TrainConfig, args, defaults=_PRETRAIN_DEFAULTS)
+    out = pretrain(data, system, train, resume=args.resume)
+    print(
+        f"{system.method}: {out['step']} steps on {out['images']} images ({out['stopped']}); "
+        f"last loss {out['loss']:.4f}; run in {out['out_dir']}"
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from agents.encoders import make_encoder
+    from agents.eval import evaluate_encoder, format_table, probe_views
+    from agents.export import load_encoder
+
+    ckpt = Path(args.ckpt)
+    source, view_size = args.source, args.view_size
+    run_dir = ckpt if ckpt.is_dir() else ckpt.parent
+    if (run_dir / "run.json").is_file():
+        from agents.pretrain import read_run
+
+        data, _, _ = read_run(run_dir)
+        source = source or data.source
+        view_size = view_size or data.view_size
+    source, view_size = source or "scenes", view_size or 32
+    encoder = load_encoder(ckpt, device=args.device)
+    encoders = {args.name or ckpt.stem: encoder}
+    if args.baseline == "random":
+        torch.manual_seed(args.seed)
+        encoders["random init"] = make_encoder(**encoder.config).to(args.device).eval()
+    data_all = probe_views(
+        source, view_size=view_size, max_images=args.max_images, seed=args.seed, task=args.task,
+        device=args.device,
+    )
+    results = {
+        name: evaluate_encoder(
+            enc, data_all, view_size=view_size, task=args.task, probes=args.probes.split(","),
+            seed=args.seed, device=args.device, linear_epochs=args.linear_epochs,
+            attentive_epochs=args.attentive_epochs,
+        )
+        for name, enc in encoders.items()
+    }
+    table = format_table(results)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"ckpt": str(ckpt), "source": str(source), "view_size": view_size, "task": args.task,
+                "max_images": args.max_images, "seed": args.seed}
+    (out / "eval.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))
+    (out / "eval.md").write_text(table + "\n")
+    print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
+    return 0
+
+
+def _eval_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="probe a frozen encoder: linear, kNN and attention pooling")
+    p.add_argument("--ckpt", required=True, help="a pretrain run directory, its checkpoint, or an export")
+    p.add_argument("--source", default=None, help="labelled images to probe on (default: the run's source)")
+    p.add_argument("--view-size", type=int, default=None, help="view side (default: the run's)")
+    p.add_argument("--max-images", type=int, default=2000, help="a random subset of the source (0: all)")
+    p.add_argument("--task", default="image", choices=("image", "objects"),
+                   help="image: whole-image (multi-)labels; objects: the class of each object's region")
+    p.add_argument("--probes", default="linear,knn,attentive", help="comma-separated subset")
+    p.add_argument("--baseline", default="random", choices=("random", "none"),
+                   help="also probe a randomly initialised encoder of the same architecture")
+    p.add_argument("--name", default=None, help="row name of the encoder (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=0, help="subset, split, probe and baseline seed")
+    p.add_argument("--linear-epochs", type=int, default=100)
+    p.add_argument("--attentive-epochs", type=int, default=30)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="eval_out", help="folder for eval.json and eval.md")
+    p.set_defaults(run=_eval)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from agents.export import load_encoder, save_encoder
+
+    path = save_encoder(load_encoder(args.ckpt), args.out)
+    print(f"wrote {path} (load it with agents.export.load_encoder({str(path)!r}))")
+    return 0
+
+
+def _export_parser(sub: Any) -> None:
+    p = sub.add_parser("export", help="write a run's encoder as .safetensors (or .pt) with its config")
+    p.add_argument("--ckpt", required=True, help="a pretrain run directory or its checkpoint")
+    p.add_argument("--out", default="encoder.safetensors", help="output file (.safetensors or .pt)")
+    p.set_defaults(run=_export)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vpt`` console script."""
     parser = argparse.ArgumentParser(prog="vpt", description="vpt-env: visual pre-training as RL.")
@@ -98,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         "--train-steps", type=int, default=0, help="train PPO for this many env steps (0: off)"
     )
     bench.set_defaults(run=_bench_reward)
+    _pretrain_parser(sub)
+    _eval_parser(sub)
+    _export_parser(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "max_images", None) == 0 and args.command == "eval":
+        args.max_images = None
     try:
         return args.run(args)
     except (ValueError, TypeError) as err:

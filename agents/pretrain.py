@@ -1,0 +1,159 @@
+"""Pre-train an encoder: data, system and trainer configs in, a resumable run directory out.
+
+A run directory holds ``run.json`` (the three configs), ``latest.pt`` (the
+checkpoint: system with its EMA copies, optimizer, scheduler, every RNG state,
+step) and ``metrics.jsonl``. Running :func:`pretrain` again on the same
+directory resumes it exactly; a directory holding a different run is refused.
+
+Example:
+    >>> import tempfile
+    >>> from agents.pretrain import DataConfig, pretrain
+    >>> from agents.systems import SystemConfig
+    >>> from agents.trainer import TrainConfig
+    >>> small = dict(encoder_kwargs={"width": 8}, embed_dim=16, hidden_dim=16, decoder_dim=16)
+    >>> out = pretrain(
+    ...     DataConfig(source="photos", view_size=16),
+    ...     SystemConfig("absimclr", **small),
+    ...     TrainConfig(steps=2, batch_size=4, out_dir=tempfile.mkdtemp(), progress=False),
+    ... )
+    >>> out["step"]
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.systems import SystemConfig, make_system
+from agents.trainer import TrainConfig, Trainer
+from vpt_env import TransitionSampler
+from vpt_env.data.sources import SubsetSource, resolve_source
+
+__all__ = ["RUN_FILE", "DataConfig", "build_sampler", "pretrain", "read_run"]
+
+#: The configs of a run, next to its checkpoint.
+RUN_FILE = "run.json"
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how the views are drawn."""
+
+    source: str = "scenes"
+    """Image source: an embedded set (``scenes``, ``photos``, ``digits``, ...), a folder, a caption
+    manifest, a COCO annotation file or WebDataset shards (as ``source=`` of the envs)."""
+    max_images: int | None = None
+    """Use only the first N images of the source (None: all)."""
+    view_size: int = 32
+    """Side S of the views in pixels."""
+    scale: tuple[float, float] = (0.05, 1.0)
+    """RandomResizedCrop area range of the views (METHOD.md: 0.05 to 1)."""
+    iou_range: tuple[float, float] | None = None
+    """Optional (low, high) bounds on the IoU of a pair of views of one image."""
+    augment: bool = False
+    """Draw a random colour/blur/flip augmentation per view (AB's views are crops only by default)."""
+    device: str = "cpu"
+    """Torch device of the pool, the sampler and the model (``cpu``, ``cuda``, ``cuda:1``)."""
+    threads: int | None = None
+    """Torch CPU threads (None: torch's default)."""
+    strict: bool = False
+    """Raise on an unreadable image instead of skipping and counting it."""
+
+    def __post_init__(self) -> None:
+        if self.max_images is not None and (
+            isinstance(self.max_images, bool) or not isinstance(self.max_images, int) or self.max_images < 1
+        ):
+            raise ValueError(f"max_images must be None or a positive int, got {self.max_images!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be None or a positive int, got {self.threads!r}")
+        self.scale = tuple(self.scale)  # type: ignore[assignment]
+        if self.iou_range is not None:
+            self.iou_range = tuple(self.iou_range)  # type: ignore[assignment]
+
+
+def build_sampler(data: DataConfig, seed: int = 0) -> TransitionSampler:
+    """The :class:`~vpt_env.TransitionSampler` of a data config (the source read once)."""
+    source: Any = resolve_source(data.source, strict=data.strict)
+    if data.max_images is not None and data.max_images < len(source):
+        source = SubsetSource(source, range(data.max_images))
+    return TransitionSampler(
+        source,
+        view_size=data.view_size,
+        scale=data.scale,
+        iou_range=data.iou_range,
+        augment=data.augment,
+        device=data.device,
+        seed=seed,
+        strict=data.strict,
+    )
+
+
+def _run_record(data: DataConfig, system: SystemConfig, train: TrainConfig) -> dict[str, Any]:
+    return {
+        "data": dataclasses.asdict(data),
+        "system": system.to_dict(),
+        "train": dataclasses.asdict(train),
+    }
+
+
+def read_run(path: str | Path) -> tuple[DataConfig, SystemConfig, TrainConfig]:
+    """The configs of a run directory (or of the directory of a checkpoint file in it)."""
+    path = Path(path)
+    run_dir = path if path.is_dir() else path.parent
+    record_path = run_dir / RUN_FILE
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{record_path} not found: {path} is not a `vpt pretrain` run")
+    record = json.loads(record_path.read_text())
+    return (
+        DataConfig(**record["data"]),
+        SystemConfig.from_dict(record["system"]),
+        TrainConfig(**record["train"]),
+    )
+
+
+def pretrain(
+    data: DataConfig, system: SystemConfig, train: TrainConfig, *, resume: bool = True
+) -> dict[str, Any]:
+    """Pre-train ``system`` on ``data`` with ``train`` (resuming ``train.out_dir`` if it holds this run).
+
+    Args:
+        data: images and views.
+        system: the method and its knobs (``num_classes`` is filled in from the source).
+        train: steps, batch, optimiser, checkpoints; ``out_dir`` is the run directory.
+        resume: continue from ``out_dir/latest.pt`` when it exists.
+
+    Returns:
+        The trainer's summary (``step``, ``loss``, ``metrics``, ``stopped``) plus
+        ``out_dir`` and ``images`` (the number of images in the pool).
+
+    Raises:
+        ValueError: ``out_dir`` holds a run with another method, encoder or source.
+    """
+    if data.threads is not None:
+        torch.set_num_threads(data.threads)
+    sampler = build_sampler(data, seed=train.seed)
+    classes = sampler.pool.annotations.num_classes
+    if system.num_classes is None and classes:
+        system = dataclasses.replace(system, num_classes=classes)
+    out = Path(train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = _run_record(data, system, train)
+    previous = out / RUN_FILE
+    if resume and previous.is_file():
+        old = json.loads(previous.read_text())
+        for part, key in (("system", "method"), ("system", "encoder"), ("data", "source")):
+            if old[part][key] != record[part][key]:
+                raise ValueError(
+                    f"{out} holds a run with {key}={old[part][key]!r}, not {record[part][key]!r}; "
+                    "pass another --out-dir (or --no-resume to start over)"
+                )
+    previous.write_text(json.dumps(record, indent=2))
+    model = make_system(system).to(data.device)
+    result = Trainer(model, sampler, train).fit(resume=resume)
+    return {**result, "out_dir": str(out), "images": len(sampler.pool)}

@@ -1,0 +1,133 @@
+"""CLIP and ABCLIP: image-caption contrast, and AB over the annotation batch's captions.
+
+The base loss contrasts view 0 of every captioned image with its caption
+(images with caption -1 are left out). ABCLIP's annotation space ``L`` is the
+captions of the first ``round(B * annotation_fraction)`` captioned images:
+``p(l | x) = clip_probs`` of the EMA image and text towers, and ``psi_AB(l)`` is
+an MLP head on the text tower's embedding of caption ``l``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from agents.encoders import EncoderOutput
+from agents.heads import MLPHead
+from agents.losses import clip_loss, clip_probs
+from agents.systems.base import Annotations, BaseSystem, pooled_views, zero_touching
+from agents.text import SentenceEncoder, TextTower
+from vpt_env import TransitionBatch
+
+__all__ = ["CLIPSystem", "LogitScale"]
+
+MAX_LOGIT_SCALE = 100.0
+"""CLIP's clamp of the learned logit scale."""
+
+
+class LogitScale(nn.Module):
+    """A learned CLIP logit scale ``exp(log_scale)``, clamped at :data:`MAX_LOGIT_SCALE`.
+
+    Args:
+        init_temperature: the initial temperature (scale ``1 / init_temperature``).
+    """
+
+    def __init__(self, init_temperature: float) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+
+    def forward(self) -> Tensor:
+        return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+
+class CLIPSystem(BaseSystem):
+    """CLIP (``method="clip"``) and ABCLIP (``"abclip"``).
+
+    Modules: ``encoder``, ``image_proj`` (pooled -> E), ``text`` (a byte-level
+    :class:`~agents.text.TextTower` to E, or with ``text_encoder="sentence"`` an MLP
+    head on a frozen :class:`~agents.text.SentenceEncoder` kept in ``sentence``),
+    ``logit_scale``; AB adds ``decoder`` and ``psi_head`` (text embedding -> E).
+    """
+
+    def _build_base(self) -> None:
+        c = self.config
+        self.image_proj = MLPHead(self.encoder.dim, c.hidden_dim, c.embed_dim)
+        self.sentence: SentenceEncoder | None = None
+        if c.text_encoder == "sentence":
+            self.sentence = SentenceEncoder(c.sentence_model)
+            self.text: nn.Module = MLPHead(self.sentence.out_dim, c.hidden_dim, c.embed_dim)
+        else:
+            self.text = TextTower(
+                out_dim=c.embed_dim, dim=c.text_dim, depth=c.text_depth, heads=c.text_heads,
+                max_len=c.text_max_len,
+            )  # fmt: skip
+        self.logit_scale = LogitScale(c.clip_init_temperature)
+
+    def _build_ab(self) -> None:
+        c = self.config
+        self.psi_head = MLPHead(c.embed_dim, c.hidden_dim, c.embed_dim)
+
+    def _ab_modules(self) -> list[Any]:
+        return [self.decoder, self.psi_head]
+
+    def _text_input(self, texts: list[str], device: torch.device) -> Any:
+        # The frozen sentence model runs once per step; online and EMA heads share its output.
+        return texts if self.sentence is None else self.sentence(texts, device=device)
+
+    def _embed_text(self, tower: nn.Module, text_input: Any, device: torch.device) -> Tensor:
+        if self.sentence is not None:
+            return tower(text_input)
+        ids, mask = tower.tokenizer(text_input, device=device)
+        # Cut the padding after the longest caption: a text's embedding does not depend on its
+        # padding, and attention over max_len (256) tokens would dominate the step.
+        n = int(mask.sum(dim=1).max())
+        return tower.transformer(ids[:, :n], mask[:, :n])
+
+    def _base_loss(
+        self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]
+    ) -> tuple[Tensor, dict[str, Any]]:
+        pooled = pooled_views(online)
+        device = pooled.device
+        cap = batch.caption.tolist()
+        rows = [i for i, c in enumerate(cap) if c >= 0]
+        texts = [captions[cap[i]] for i in rows]
+        scale = self.logit_scale()
+        metrics = {"logit_scale": scale.detach(), "captioned": torch.tensor(float(len(rows)))}
+        if not texts:
+            zero = zero_touching(self.image_proj, self.text, self.logit_scale) + pooled.sum() * 0.0
+            return zero, {"texts": texts, "metrics": metrics}
+        index = torch.tensor(rows, device=device)
+        image_emb = self.image_proj(pooled[index, 0])
+        text_input = self._text_input(texts, device)
+        text_emb = self._embed_text(self.text, text_input, device)
+        loss = clip_loss(image_emb, text_emb, scale)
+        return loss, {"texts": texts, "text_input": text_input, "text_emb": text_emb, "metrics": metrics}
+
+    def _annotations(
+        self,
+        batch: TransitionBatch,
+        captions: list[str],
+        ctx: dict[str, Any],
+        ema_boot: list[EncoderOutput],
+        nb: int,
+    ) -> Annotations | None:
+        texts = ctx["texts"]
+        if not texts:
+            return None
+        na = min(len(texts), self.num_annotation(batch.views.shape[0]))
+        psi = self.psi_head(ctx["text_emb"][:na])
+        ema = self.ema
+        with torch.no_grad():
+            boot = pooled_views(ema_boot)
+            device = boot.device
+            text_input = ctx["text_input"][:na]
+            text_ema = self._embed_text(ema["text"], text_input, device)
+            psi_ema = ema["psi_head"](text_ema)
+            image_ema = ema["image_proj"](boot)
+            p_next = clip_probs(image_ema.flatten(0, 1), text_ema, ema["logit_scale"]()).unflatten(
+                0, boot.shape[:2]
+            )
+        return Annotations(psi, psi_ema, p_next)

@@ -1,0 +1,100 @@
+"""DINO and ABDINO: self-distillation, and AB over the K prototypes as annotations.
+
+The student sees every view (views ``2..V-1`` downsampled to
+``dino_local_size``, the local crops), the teacher (the EMA encoder and head)
+views 0 and 1 (the global crops). The teacher's centre is a buffer of the
+system, so checkpoints hold it. ABDINO's ``p(l | x)`` is the centred, sharpened
+EMA teacher distribution over the prototypes, and ``psi_AB`` is the prototype
+matrix itself (``phi_AB`` lives in the head's bottleneck space).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from agents.encoders import EncoderOutput
+from agents.heads import DINOHead
+from agents.losses import dino_loss, teacher_probs, update_center
+from agents.systems.base import Annotations, BaseSystem, encode_groups, pooled_views
+from vpt_env import TransitionBatch
+
+__all__ = ["DINOSystem"]
+
+
+class DINOSystem(BaseSystem):
+    """DINO (``method="dino"``) and ABDINO (``"abdino"``).
+
+    Modules: ``encoder``, ``head`` (a :class:`~agents.heads.DINOHead` with ``dino_prototypes``
+    prototypes in an ``embed_dim`` bottleneck); AB adds ``decoder``. Buffer: ``center`` ``(K,)``.
+    """
+
+    center: Tensor
+
+    def _build_base(self) -> None:
+        c = self.config
+        self.head = DINOHead(
+            self.encoder.dim, c.dino_prototypes, hidden_dim=c.hidden_dim, bottleneck_dim=c.embed_dim
+        )
+        self.register_buffer("center", torch.zeros(c.dino_prototypes))
+
+    def local_size(self, view_size: int) -> int:
+        """Side of the local crops for views of side ``view_size``."""
+        size = self.config.dino_local_size
+        return max(1, view_size // 2) if size is None else min(size, view_size)
+
+    def _view_groups(self, views: Tensor) -> list[Tensor]:
+        b, v, _, s, _ = views.shape
+        if v <= 2:
+            return [views]
+        local = views[:, 2:]
+        size = self.local_size(s)
+        if size < s:
+            local = F.interpolate(
+                local.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            ).unflatten(0, (b, v - 2))
+        return [views[:, :2], local]
+
+    def _base_loss(
+        self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]
+    ) -> tuple[Tensor, dict[str, Any]]:
+        c = self.config
+        student = self.head(pooled_views(online))
+        with torch.no_grad():
+            (teacher_out,) = encode_groups(self.ema["encoder"], [batch.views[:, :2]])
+            teacher = self.ema["head"](teacher_out.pooled)
+        loss = dino_loss(student, teacher, self.center, c.dino_student_temp, c.dino_teacher_temp)
+        new_center = update_center(self.center, teacher, c.dino_center_momentum)
+        return loss, {"teacher_out": teacher_out, "new_center": new_center}
+
+    def _end_of_loss(self, ctx: dict[str, Any]) -> None:
+        # After the AB target, which uses the same centre as this step's DINO loss.
+        with torch.no_grad():
+            self.center.copy_(ctx["new_center"])
+
+    def _ema_bootstrap(self, batch: TransitionBatch, nb: int, ctx: dict[str, Any]) -> list[EncoderOutput]:
+        groups = self._view_groups(batch.views[:nb])
+        teacher = ctx["teacher_out"]
+        # The teacher already encoded the global views of every image: reuse the first nb.
+        first = EncoderOutput(teacher.pooled[:nb], teacher.tokens[:nb])
+        if groups[0].shape[1] == 2:
+            return [first, *encode_groups(self.ema["encoder"], groups[1:])]
+        return encode_groups(self.ema["encoder"], groups)
+
+    def _annotations(
+        self,
+        batch: TransitionBatch,
+        captions: list[str],
+        ctx: dict[str, Any],
+        ema_boot: list[EncoderOutput],
+        nb: int,
+    ) -> Annotations:
+        c = self.config
+        with torch.no_grad():
+            head = self.ema["head"]
+            p_next = teacher_probs(head(pooled_views(ema_boot)), self.center, c.dino_teacher_temp)
+            psi_ema = head.prototypes
+        return Annotations(self.head.prototypes, psi_ema, p_next)

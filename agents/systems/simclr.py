@@ -1,0 +1,75 @@
+"""SimCLR and ABSimCLR: instance discrimination, and AB over the batch's views as annotations.
+
+ABSimCLR's annotation space ``L`` is the annotation batch's view-0 embeddings
+(instance identities): ``p(l | x) = simclr_probs(EMA projection of x, EMA
+projections of the annotation views)`` and ``psi_AB(l)`` is an MLP head on the
+image tower's pooled output of annotation view ``l``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from agents.distributed import all_gather_with_grad
+from agents.encoders import EncoderOutput
+from agents.heads import MLPHead
+from agents.losses import nt_xent, simclr_probs
+from agents.systems.base import Annotations, BaseSystem, pooled_views
+from vpt_env import TransitionBatch
+
+__all__ = ["SimCLRSystem"]
+
+
+class SimCLRSystem(BaseSystem):
+    """SimCLR (``method="simclr"``) and ABSimCLR (``"absimclr"``).
+
+    Modules: ``encoder``, ``projector`` (pooled -> E); AB adds ``decoder`` and ``psi_head``
+    (pooled -> E); ``ema`` holds a copy of each.
+    """
+
+    def _build_base(self) -> None:
+        c = self.config
+        self.projector = MLPHead(self.encoder.dim, c.hidden_dim, c.embed_dim)
+
+    def _build_ab(self) -> None:
+        c = self.config
+        self.psi_head = MLPHead(self.encoder.dim, c.hidden_dim, c.embed_dim)
+
+    def _ab_modules(self) -> list[Any]:
+        return [self.decoder, self.psi_head]
+
+    def _base_loss(
+        self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]
+    ) -> tuple[Tensor, dict[str, Any]]:
+        pooled = pooled_views(online)
+        z = self.projector(pooled)
+        # Negatives from every rank; the gradient through the gather matches one big process.
+        loss = nt_xent(all_gather_with_grad(z), self.config.simclr_temperature)
+        return loss, {"pooled": pooled}
+
+    def _annotations(
+        self,
+        batch: TransitionBatch,
+        captions: list[str],
+        ctx: dict[str, Any],
+        ema_boot: list[EncoderOutput],
+        nb: int,
+    ) -> Annotations:
+        na = self.num_annotation(batch.views.shape[0])
+        psi = self.psi_head(ctx["pooled"][:na, 0])
+        ema = self.ema
+        with torch.no_grad():
+            boot = pooled_views(ema_boot)  # (nb, V, D)
+            # The bootstrap images are the first annotation images: reuse their EMA view 0.
+            keys = boot[:na, 0]
+            if na > nb:
+                keys = torch.cat([keys, ema["encoder"](batch.views[nb:na, 0]).pooled])
+            psi_ema = ema["psi_head"](keys)
+            query = ema["projector"](boot)
+            p_next = simclr_probs(
+                query.flatten(0, 1), ema["projector"](keys), self.config.simclr_temperature
+            ).unflatten(0, boot.shape[:2])
+        return Annotations(psi, psi_ema, p_next)

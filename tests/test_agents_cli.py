@@ -1,0 +1,79 @@
+"""``vpt pretrain``, ``vpt eval`` and ``vpt export``: the command line over the agents."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from agents.cli import main
+from agents.export import load_encoder, load_system, save_encoder
+
+TINY = [
+    "--encoder-kwargs", '{"width": 8}', "--embed-dim", "16", "--hidden-dim", "16", "--decoder-dim", "16",
+    "--source", "photos", "--view-size", "16", "--batch-size", "4", "--no-progress", "--threads", "1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_pretrain_resume_eval_export(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--method", "absimclr", "--steps", "2", "--out-dir", str(run), *TINY]) == 0
+    record = json.loads((run / "run.json").read_text())
+    assert record["system"]["method"] == "absimclr" and record["data"]["view_size"] == 16
+    assert "absimclr: 2 steps" in capsys.readouterr().out
+    # Same directory, more steps: resumes from step 2 (one metrics line per logged step, no duplicates).
+    assert main(["pretrain", "--method", "absimclr", "--steps", "4", "--out-dir", str(run), *TINY]) == 0
+    assert "absimclr: 4 steps" in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 4
+    # Another method in the same directory is refused, naming the clash.
+    assert main(["pretrain", "--method", "simclr", "--steps", "4", "--out-dir", str(run), *TINY]) == 2
+    assert "method" in capsys.readouterr().err
+
+    out = tmp_path / "eval"
+    args = ["eval", "--ckpt", str(run), "--max-images", "0", "--linear-epochs", "2"]
+    args += ["--attentive-epochs", "1", "--out", str(out), "--task", "objects"]
+    assert main(args) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert set(result["results"]) == {"run", "random init"}
+    for row in result["results"].values():
+        assert {"linear", "knn", "attentive", "chance"} <= set(row)
+    assert "| run |" in (out / "eval.md").read_text()
+
+    path = tmp_path / "enc.safetensors"
+    assert main(["export", "--ckpt", str(run), "--out", str(path)]) == 0
+    enc = load_encoder(path)
+    online = load_system(run).encoder.eval()
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(enc(x).pooled, online(x).pooled)
+
+
+def test_export_pt_round_trip_and_bad_files(tmp_path):
+    from agents.encoders import make_encoder
+
+    enc = make_encoder("cnn", width=8)
+    path = save_encoder(enc, tmp_path / "e.pt")
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(load_encoder(path)(x).tokens, enc.eval()(x).tokens)
+    with pytest.raises(ValueError, match=r"safetensors or \.pt"):
+        save_encoder(enc, tmp_path / "e.bin")
+    torch.save({"format": "other"}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not an encoder exported by vpt"):
+        load_encoder(tmp_path / "x.pt")
+
+
+def test_bad_flags_name_the_field(tmp_path, capsys):
+    assert main(["pretrain", "--method", "byol", "--steps", "1", "--out-dir", str(tmp_path), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "method" in err and "abclip" in err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--steps", "many"])

@@ -1,0 +1,333 @@
+"""Tests of agents.systems: the eight pre-training systems, their EMA, AB targets and resume."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from agents.systems import METHODS, SystemConfig, make_system
+from agents.trainer import TrainConfig, Trainer, default_param_groups
+from vpt_env import TransitionSampler
+from vpt_env.data.scenes import SceneSource
+
+AB_METHODS = [m for m in METHODS if m.startswith("ab")]
+BASES = [m for m in METHODS if not m.startswith("ab")]
+AB_KEYS = {"ab_loss", "target_entropy", "ab_pairs", "ab_labels"}
+B, V = 8, 4
+
+SMALL = dict(
+    encoder_kwargs={"width": 8},
+    embed_dim=16,
+    hidden_dim=16,
+    decoder_dim=16,
+    decoder_heads=2,
+    decoder_depth=1,
+    dino_prototypes=12,
+    text_dim=16,
+    text_depth=1,
+    text_heads=2,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread: results are compared bit for bit, and the machine is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def source():
+    # 90% captioned (the default is 20%) so CLIP's annotation batch is not empty.
+    return SceneSource(n_images=16, caption_fraction=0.9)
+
+
+@pytest.fixture(scope="module")
+def data(source):
+    sampler = TransitionSampler(source, view_size=16, seed=0)
+    return sampler.sample(B, V), sampler.captions, len(source.classes)
+
+
+def build(method: str, num_classes: int, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return make_system(SystemConfig(method, **{**SMALL, **overrides}), num_classes=num_classes)
+
+
+# -- one step of every method ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_step_loss_grad_and_ema(method, data):
+    batch, captions, k = data
+    rate = 0.25
+    system = build(method, k, ema_rate=rate)
+    loss, metrics = system.training_loss(batch, captions)
+    assert loss.ndim == 0 and math.isfinite(loss.item())
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+    assert "base_loss" in metrics
+    if method.startswith("ab"):
+        assert AB_KEYS <= metrics.keys() and metrics["ab_pairs"] == V * (V - 1)  # nb = 1 image
+        assert 0 < metrics["target_entropy"] <= math.log(metrics["ab_labels"]) + 1e-5
+    else:
+        assert not AB_KEYS & metrics.keys()
+    loss.backward()
+    stem = system.encoder.stem[0].weight
+    assert stem.grad is not None and stem.grad.abs().sum() > 0
+    if system.decoder is not None:
+        assert all(p.grad is not None for p in system.decoder.parameters())
+
+    # EMA copies: no grad, outside the optimizer, checkpointed.
+    ema_ids = {id(p) for p in system.ema.parameters()}
+    assert ema_ids and not any(p.requires_grad for p in system.ema.parameters())
+    grouped = {id(p) for g in default_param_groups(system, 0.05) for p in g["params"]}
+    assert not ema_ids & grouped
+    assert any(key.startswith("ema.encoder.") for key in system.state_dict())
+    if method.endswith("dino"):
+        assert "center" in system.state_dict() and system.center.abs().sum() > 0
+
+    # after_step: t <- t + rate * (o - t), on one parameter of every EMA module.
+    with torch.no_grad():
+        for p in system.parameters():
+            if p.requires_grad:
+                p.add_(torch.linspace(-1, 1, p.numel()).view_as(p))
+    before = {n: p.detach().clone() for n, p in system.ema.named_parameters()}
+    online = dict(system.named_parameters())
+    system.after_step()
+    for name in system.ema:
+        pname = next(n for n in before if n.startswith(name + "."))
+        t0, o = before[pname].double(), online[pname].double()  # ema[name] mirrors the child `name`
+        expected = t0 + rate * (o - t0)
+        torch.testing.assert_close(dict(system.ema.named_parameters())[pname].double(), expected)
+        assert not torch.equal(before[pname], dict(system.ema.named_parameters())[pname])
+
+
+def test_every_method_trains_on_device(data, device):
+    """One step per method on --device (bf16 autocast on CUDA, as the trainer's amp="auto")."""
+    batch, captions, k = data
+    batch = type(batch)(*(None if t is None else t.to(device) for t in batch))
+    for method in METHODS:
+        system = build(method, k).to(device)
+        amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+        with amp:
+            loss, metrics = system.training_loss(batch, captions)
+        loss.backward()
+        system.after_step()
+        assert math.isfinite(loss.item()) and math.isfinite(metrics["base_loss"]), method
+        assert system.encoder.stem[0].weight.grad is not None, method
+
+
+def test_ab_step_reuses_the_online_forward(data):
+    """The AB term adds no online encoder call (DINO: one per view size, base or AB)."""
+    batch, captions, k = data
+    for base in BASES:
+        counts = []
+        for method in (base, "ab" + base):
+            system = build(method, k)
+            calls = []
+            system.encoder.register_forward_hook(lambda *args, calls=calls: calls.append(1))
+            system.training_loss(batch, captions)
+            counts.append(len(calls))
+        assert counts[0] == counts[1] == (2 if base == "dino" else 1), base
+
+
+# -- AB targets -----------------------------------------------------------------------------------------
+
+
+def _perturb_online(system) -> None:
+    """Make online != EMA, so a target built from the online weights would be caught."""
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in system.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+
+
+def _expected_p_ema(method, system, batch, captions, nb):
+    """p_ema(l | x_j) of every view of the first nb images, from the EMA modules by the formulas."""
+    ema, cfg = system.ema, system.config
+    views = batch.views[:nb]
+    pooled = ema["encoder"](views.flatten(0, 1)).pooled  # (nb*V, D)
+    if method == "abdino":  # local views downsampled
+        local = F.interpolate(views[:, 2:].flatten(0, 1), size=(8, 8), mode="bilinear", antialias=True)
+        pooled = torch.cat(
+            [
+                ema["encoder"](views[:, :2].flatten(0, 1)).pooled.view(nb, 2, -1),
+                ema["encoder"](local).pooled.view(nb, V - 2, -1),
+            ],
+            dim=1,
+        ).flatten(0, 1)
+        logits = (ema["head"](pooled) - system.center) / cfg.dino_teacher_temp
+        return logits.softmax(-1).view(nb, V, -1)
+    if method == "absimclr":
+        na = round(B * cfg.annotation_fraction)
+        q = F.normalize(ema["projector"](pooled), dim=-1)
+        keys = F.normalize(ema["projector"](ema["encoder"](batch.views[:na, 0]).pooled), dim=-1)
+        return (q @ keys.T / cfg.simclr_temperature).softmax(-1).view(nb, V, -1)
+    if method == "abclip":
+        na = round(B * cfg.annotation_fraction)
+        texts = [captions[c] for c in batch.caption.tolist() if c >= 0][:na]
+        img = F.normalize(ema["image_proj"](pooled), dim=-1)
+        txt = F.normalize(ema["text"](texts), dim=-1)
+        scale = min(100.0, math.exp(ema["logit_scale"].log_scale.item()))
+        return (scale * img @ txt.T).softmax(-1).view(nb, V, -1)
+    assert method == "absupervised"  # scenes: multi-label, the normalised sigmoid
+    sig = torch.sigmoid(ema["classifier"](pooled))
+    return (sig / sig.sum(-1, keepdim=True)).view(nb, V, -1)
+
+
+@pytest.mark.parametrize("method", AB_METHODS)
+def test_gamma0_target_is_p_ema_of_the_next_view(method, data):
+    batch, captions, k = data
+    system = build(method, k, gamma=0.0, bootstrap_fraction=0.25)  # nb = 2 images
+    _perturb_online(system)
+    if method == "abdino":
+        system.center.copy_(torch.linspace(-0.5, 0.5, system.center.numel()))
+    center = system.center.clone() if method == "abdino" else None
+    target, valid = system.ab_targets(batch, captions)
+    nb = 2
+    with torch.no_grad():
+        p = _expected_p_ema(method, system, batch, captions, nb)
+    assert target.shape == (nb, V, V, p.shape[-1]) and torch.equal(valid, batch.pair_valid[:nb])
+    for i in range(V):  # target[b, i, j] = p_ema(l | x_j) whatever i
+        torch.testing.assert_close(target[:, i], p, atol=1e-5, rtol=1e-4)
+    if center is not None:  # diagnostics change no state
+        assert torch.equal(system.center, center)
+
+
+def test_bootstrap_target_mixes_the_ema_q_of_the_next_view(data):
+    """gamma > 0: target[b,i,j] = normalise((1-g) p[b,j] + g max_{k valid} Q_ema(. | x_j, a_{j->k}))."""
+    batch, captions, k = data
+    gamma = 0.5
+    system = build("absupervised", k, gamma=gamma)
+    _perturb_online(system)
+    target, valid = system.ab_targets(batch, captions)
+    ema = system.ema
+    with torch.no_grad():
+        p = _expected_p_ema("absupervised", system, batch, captions, 1)[0]  # (V, L)
+        tokens = ema["encoder"](batch.views[0]).tokens  # (V, T, D)
+        phi = ema["decoder"](tokens, batch.relative[0])  # (V, V, E)
+        psi = F.normalize(ema["class_embed"].weight, dim=-1)
+        q = (F.normalize(phi, dim=-1) @ psi.T / system.config.ab_temperature).softmax(-1)
+    for j in range(V):
+        best = torch.stack([q[j, kk] for kk in range(V) if valid[0, j, kk]]).amax(0)
+        mixed = (1 - gamma) * p[j] + gamma * best
+        for i in range(V):
+            torch.testing.assert_close(target[0, i, j], mixed / mixed.sum(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_zero_ab_weight_gives_the_base_loss_bit_for_bit(base, data):
+    batch, captions, k = data
+    base_system = build(base, k)
+    ab_system = build("ab" + base, k, ab_weight=0.0)
+    ab_state = ab_system.state_dict()
+    for key, value in base_system.state_dict().items():  # same seed: same base weights
+        assert torch.equal(value, ab_state[key]), key
+    loss_base, _ = base_system.training_loss(batch, captions)
+    loss_ab, metrics = ab_system.training_loss(batch, captions)
+    assert metrics["ab_loss"] > 0
+    assert torch.equal(loss_base, loss_ab)
+    loss_base.backward()
+    loss_ab.backward()
+    assert torch.equal(base_system.encoder.stem[0].weight.grad, ab_system.encoder.stem[0].weight.grad)
+
+
+def test_ab_targets_needs_an_ab_method(data):
+    batch, captions, k = data
+    with pytest.raises(ValueError, match="method"):
+        build("simclr", k).ab_targets(batch, captions)
+
+
+def test_clip_without_captions_is_a_zero_that_reaches_every_parameter(data):
+    batch, captions, k = data
+    uncaptioned = batch._replace(caption=torch.full_like(batch.caption, -1))
+    system = build("abclip", k)
+    loss, metrics = system.training_loss(uncaptioned, captions)
+    assert loss.item() == 0.0 and metrics["ab_pairs"] == 0 and metrics["captioned"] == 0
+    loss.backward()
+    assert all(p.grad is not None for p in system.parameters() if p.requires_grad)
+
+
+# -- training loop ---------------------------------------------------------------------------------
+
+
+def test_trainer_three_plus_three_steps_equal_six(tmp_path, source):
+    k = len(source.classes)
+
+    def run(out, stop_at=None):
+        system = build("absimclr", k)
+        sampler = TransitionSampler(source, view_size=16, seed=3)
+        cfg = TrainConfig(steps=6, batch_size=B, views_per_image=V, out_dir=str(out), progress=False, lr=1e-3)
+        trainer = Trainer(system, sampler, cfg)
+        return trainer, trainer.fit(stop_at=stop_at)
+
+    straight, res_a = run(tmp_path / "a")
+    run(tmp_path / "b", stop_at=3)
+    resumed, res_b = run(tmp_path / "b")
+    assert res_a["step"] == res_b["step"] == 6 and res_a["loss"] == res_b["loss"]
+    state_a, state_b = straight.system.state_dict(), resumed.system.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+    # The EMA moved away from the online weights during training.
+    assert not torch.equal(state_a["ema.encoder.stem.0.weight"], state_a["encoder.stem.0.weight"])
+
+
+# -- config -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("method", "byol"),
+        ("encoder", "vgg"),
+        ("text_encoder", "gpt"),
+        ("supervised_target", "soft"),
+        ("gamma", 1.0),
+        ("gamma", -0.1),
+        ("ema_rate", 1.5),
+        ("ab_weight", -1.0),
+        ("annotation_fraction", 0.0),
+        ("bootstrap_fraction", 1.5),
+        ("ab_temperature", 0.0),
+        ("embed_dim", 0),
+        ("decoder_heads", 3),
+        ("dino_local_size", 0),
+        ("num_classes", True),
+        ("encoder_kwargs", {"width": object()}),
+    ],
+)
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        SystemConfig(**{field: value})
+
+
+def test_config_json_round_trip():
+    cfg = SystemConfig("abdino", encoder="vit_tiny", encoder_kwargs={"depth": 2}, dino_local_size=16)
+    again = SystemConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.base_method == "dino" and again.is_ab
+    with pytest.raises(ValueError, match="unknown keys"):
+        SystemConfig.from_dict({**cfg.to_dict(), "lr": 1.0})
+
+
+def test_make_system_checks():
+    with pytest.raises(ValueError, match="num_classes"):
+        make_system(SystemConfig("supervised", **SMALL))
+    with pytest.raises(TypeError, match="SystemConfig"):
+        make_system({"method": "simclr"})  # type: ignore[arg-type]
+    system = make_system(SystemConfig("absupervised", **SMALL), num_classes=7)
+    assert system.config.num_classes == 7 and system.class_embed.weight.shape == (7, 16)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is not None, reason="installed")
+def test_sentence_text_encoder_needs_its_package():
+    with pytest.raises(ImportError, match="sentence-transformers"):
+        make_system(SystemConfig("clip", text_encoder="sentence", **SMALL))
