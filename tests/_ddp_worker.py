@@ -108,10 +108,25 @@ def make_config(out_dir: str | Path, **kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
-def build(out_dir: str | Path, dropout: float = 0.0, slow: float = 0.0, **kw: object) -> Trainer:
-    """Fresh objects (same seeds) as a new process would make them."""
+def build(
+    out_dir: str | Path, dropout: float = 0.0, slow: float = 0.0, system: str | None = None, **kw: object
+) -> Trainer:
+    """Fresh objects (same seeds) as a new process would make them.
+
+    ``system``: a method of :func:`agents.systems.make_system` (tiny, on captioned scenes)
+    instead of :class:`ToySystem`.
+    """
     torch.manual_seed(1234)
-    return Trainer(ToySystem(dropout=dropout, slow=slow), make_sampler(), make_config(out_dir, **kw))
+    if system is None:
+        return Trainer(ToySystem(dropout=dropout, slow=slow), make_sampler(), make_config(out_dir, **kw))
+    from agents.systems import SystemConfig, make_system
+    from vpt_env.data.scenes import SceneSource
+
+    sampler = TransitionSampler(SceneSource(n_images=16, caption_fraction=0.9), view_size=16, seed=0)
+    small = {"encoder_kwargs": {"width": 8}, "embed_dim": 16, "hidden_dim": 16, "decoder_dim": 16,
+             "text_dim": 16, "dino_prototypes": 32}
+    model = make_system(SystemConfig(system, **small), num_classes=sampler.pool.annotations.num_classes)
+    return Trainer(model, sampler, make_config(out_dir, **kw))
 
 
 def main() -> None:
@@ -124,20 +139,21 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=0)
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--slow", type=float, default=0.0)
+    parser.add_argument("--system", default=None, help="a make_system method instead of the toy")
     args = parser.parse_args()
     distributed.init_from_env()
     trainer = build(
         args.out_dir,
         dropout=args.dropout,
         slow=args.slow,
+        system=args.system,
         steps=args.steps,
         batch_size=args.batch,
         checkpoint_every=args.checkpoint_every,
     )
     result = trainer.fit(resume=True)
     system = trainer.system
-    assert isinstance(system, ToySystem)
-    out = {"state": system.state_dict(), "result": result, "seen": system.seen}
+    out = {"state": system.state_dict(), "result": result, "seen": getattr(system, "seen", [])}
     torch.save(out, f"{args.result}.rank{distributed.rank()}")
     distributed.barrier()
     if distributed.is_distributed():

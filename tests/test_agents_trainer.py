@@ -267,16 +267,36 @@ def test_sigterm_in_subprocess_then_resume_is_bit_exact(tmp_path):
     assert [m["step"] for m in _metric_lines(out)] == list(range(1, steps + 1))
 
 
+def _drop_key_bias(state: dict) -> dict:
+    """Attention key biases removed: softmax ignores them, so their true gradient is exactly 0.
+
+    What they receive is rounding noise, which AdamW divides by its own square root into
+    lr-sized steps, so they drift apart between any two runs that round differently (here:
+    2e-3 against 5e-8 for the query and value biases); nothing downstream depends on them.
+    """
+    out = {}
+    for k, v in state.items():
+        if k.endswith("in_proj_bias"):
+            n = v.numel() // 3
+            v = torch.cat((v[:n], v[2 * n :]))
+        out[k] = v
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_ddp_two_ranks_match_one_process_with_double_batch(tmp_path):
+@pytest.mark.parametrize("system", [None, "simclr", "clip", "dino"])
+def test_ddp_two_ranks_match_one_process_with_double_batch(tmp_path, system):
+    """The toy system, and the bases whose negatives (SimCLR, CLIP) or centre (DINO) span ranks."""
     steps, b = 3, 4
     port = str(_free_port())
     args = [sys.executable, str(WORKER), str(tmp_path / "ddp"), str(tmp_path / "res"), "--steps", str(steps)]
+    if system is not None:
+        args += ["--system", system]
     procs = [
         subprocess.Popen(
             [*args, "--batch", str(b)],
@@ -298,12 +318,13 @@ def test_ddp_two_ranks_match_one_process_with_double_batch(tmp_path):
                 p.wait()
     ranks = [torch.load(f"{tmp_path / 'res'}.rank{r}", weights_only=False) for r in range(2)]
 
-    single = build(tmp_path / "single", steps=steps, batch_size=2 * b)
+    single = build(tmp_path / "single", steps=steps, batch_size=2 * b, system=system)
     res = single.fit()
     # Each rank saw its own half of the global batch a single process draws.
-    for step in range(steps):
+    for step in range(steps if system is None else 0):
         assert ranks[0]["seen"][step] + ranks[1]["seen"][step] == single.system.seen[step]
-    _assert_states_equal(single.system.state_dict(), ranks[0]["state"], atol=1e-5)
+    single_state = _drop_key_bias(single.system.state_dict())
+    _assert_states_equal(single_state, _drop_key_bias(ranks[0]["state"]), atol=1e-5)
     _assert_states_equal(ranks[0]["state"], ranks[1]["state"])
     ddp_lines = _metric_lines(tmp_path / "ddp")
     assert [m["step"] for m in ddp_lines] == list(range(1, steps + 1))

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from agents.distributed import all_gather_with_grad, is_distributed
 from agents.encoders import EncoderOutput
 from agents.heads import MLPHead
 from agents.losses import clip_loss, clip_probs
@@ -103,7 +104,11 @@ class CLIPSystem(BaseSystem):
         image_emb = self.image_proj(pooled[index, 0])
         text_input = self._text_input(texts, device)
         text_emb = self._embed_text(self.text, text_input, device)
-        loss = clip_loss(image_emb, text_emb, scale)
+        if is_distributed():
+            image_all, text_all = _gather_rows(image_emb, text_emb, index, pooled.shape[0])
+            loss = clip_loss(image_all, text_all, scale)
+        else:
+            loss = clip_loss(image_emb, text_emb, scale)
         return loss, {"texts": texts, "text_input": text_input, "text_emb": text_emb, "metrics": metrics}
 
     def _annotations(
@@ -131,3 +136,20 @@ class CLIPSystem(BaseSystem):
                 0, boot.shape[:2]
             )
         return Annotations(psi, psi_ema, p_next)
+
+
+def _gather_rows(image: Tensor, text: Tensor, index: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+    """The captioned rows of every rank, for a CLIP loss over the global batch (DDP).
+
+    Ranks hold different numbers of captioned images, and a gather needs one
+    shape: each rank pads its rows into ``batch`` slots, gathers slots and
+    mask, and keeps the filled slots (rank order, then image order, as a
+    single process with the concatenated batch would). Every rank then
+    computes the same global loss; the gather's backward routes each rank
+    the gradient of its own rows.
+    """
+    filled = torch.zeros(batch, dtype=torch.bool, device=image.device).index_fill(0, index, True)
+    keep = all_gather_with_grad(filled.float()).bool()
+    pad_image = image.new_zeros(batch, image.shape[1]).index_copy(0, index, image)
+    pad_text = text.new_zeros(batch, text.shape[1]).index_copy(0, index, text)
+    return all_gather_with_grad(pad_image)[keep], all_gather_with_grad(pad_text)[keep]
