@@ -1,5 +1,8 @@
 """Pre-train an encoder: data, system and trainer configs in, a resumable run directory out.
 
+Under ``torchrun`` it initialises the process group from the environment
+(:func:`agents.distributed.init_from_env`) and trains with DDP.
+
 A run directory holds ``run.json`` (the three configs), ``latest.pt`` (the
 checkpoint: system with its EMA copies, optimizer, scheduler, every RNG state,
 step) and ``metrics.jsonl``. Running :func:`pretrain` again on the same
@@ -24,12 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from agents import distributed
 from agents.systems import SystemConfig, make_system
 from agents.trainer import TrainConfig, Trainer
 from vpt_env import TransitionSampler
@@ -137,6 +142,9 @@ def pretrain(
     """
     if data.threads is not None:
         torch.set_num_threads(data.threads)
+    if distributed.init_from_env() and torch.device(data.device).type == "cuda":
+        # Under torchrun each rank drives its own GPU.
+        data = dataclasses.replace(data, device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     sampler = build_sampler(data, seed=train.seed)
     classes = sampler.pool.annotations.num_classes
     if system.num_classes is None and classes:
@@ -153,7 +161,8 @@ def pretrain(
                     f"{out} holds a run with {key}={old[part][key]!r}, not {record[part][key]!r}; "
                     "pass another --out-dir (or --no-resume to start over)"
                 )
-    previous.write_text(json.dumps(record, indent=2))
+    if distributed.is_main_process():
+        previous.write_text(json.dumps(record, indent=2))
     model = make_system(system).to(data.device)
     result = Trainer(model, sampler, train).fit(resume=resume)
     return {**result, "out_dir": str(out), "images": len(sampler.pool)}

@@ -77,3 +77,35 @@ def test_bad_flags_name_the_field(tmp_path, capsys):
     assert "method" in err and "abclip" in err
     with pytest.raises(SystemExit):
         main(["pretrain", "--steps", "many"])
+
+
+def test_pretrain_under_torchrun_environment(tmp_path):
+    """Two gloo ranks launched as torchrun would: one run directory, rank 0's metrics, same weights."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "agents.cli", "pretrain", "--method", "simclr", "--steps", "2",
+           "--out-dir", str(run), *TINY]
+    procs = []
+    for r in range(2):
+        env = {**os.environ, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err.decode()[-2000:]
+    from agents.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run / "latest.pt")
+    assert ckpt["step"] == 2 and ckpt["world_size"] == 2
