@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint clean
+.PHONY: demo env-demo test lint clean
 
 # The optional object sets of the embedded scenes: animal-mnist from PyPI
 # (--no-deps: its loader's tensorflow is never imported) and, as root where
@@ -29,7 +29,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	fi
 	touch $@
 
+# The main job: a short AB pre-training on the embedded scenes (a few minutes on
+# 2 CPU cores), then the three probes against a randomly initialised encoder.
+# Run again, it resumes the finished run and only probes.
+DEMO_RUN ?= runs/demo
 demo: $(VENV)/.installed
+	$(PY) -m agents.cli pretrain --method absimclr --source scenes --max-images 2000 \
+	  --steps 300 --batch-size 64 --lr 2e-3 --warmup-steps 30 --out-dir $(DEMO_RUN)
+	$(PY) -m agents.cli eval --ckpt $(DEMO_RUN) --task objects --max-images 500 --out $(DEMO_RUN)/eval
+
+# The environment demo: a random rollout on the embedded photos and a contact sheet.
+env-demo: $(VENV)/.installed
 	$(PY) -m vpt_env.demo
 
 test: $(VENV)/.installed
@@ -37,4 +47,4 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out runs/demo

@@ -40,7 +40,7 @@ from agents.trainer import TrainConfig, Trainer
 from vpt_env import TransitionSampler
 from vpt_env.data.sources import SubsetSource, resolve_source
 
-__all__ = ["RUN_FILE", "DataConfig", "build_sampler", "pretrain", "read_run"]
+__all__ = ["AUGMENTED_BASES", "RUN_FILE", "DataConfig", "build_sampler", "pretrain", "read_run"]
 
 #: The configs of a run, next to its checkpoint.
 RUN_FILE = "run.json"
@@ -61,8 +61,11 @@ class DataConfig:
     """RandomResizedCrop area range of the views (METHOD.md: 0.05 to 1)."""
     iou_range: tuple[float, float] | None = None
     """Optional (low, high) bounds on the IoU of a pair of views of one image."""
-    augment: bool = False
-    """Draw a random colour/blur/flip augmentation per view (AB's views are crops only by default)."""
+    augment: bool | None = None
+    """Draw a random colour/grayscale/flip/blur augmentation per view. None: on for the
+    crop-consistency families (``simclr``, ``dino`` and their AB versions), off otherwise. The
+    paper augments the base's views and keeps AB's crop-only; here one set of views feeds both, and
+    without colour augmentation SimCLR and DINO learn the objects' colours instead of their shapes."""
     device: str = "cpu"
     """Torch device of the pool, the sampler and the model (``cpu``, ``cuda``, ``cuda:1``)."""
     threads: int | None = None
@@ -82,8 +85,18 @@ class DataConfig:
             self.iou_range = tuple(self.iou_range)  # type: ignore[assignment]
 
 
-def build_sampler(data: DataConfig, seed: int = 0) -> TransitionSampler:
-    """The :class:`~vpt_env.TransitionSampler` of a data config (the source read once)."""
+#: Base methods whose views are augmented when ``DataConfig.augment`` is None.
+AUGMENTED_BASES = ("simclr", "dino")
+
+
+def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) -> TransitionSampler:
+    """The :class:`~vpt_env.TransitionSampler` of a data config (the source read once).
+
+    ``method`` decides ``augment=None`` (see :class:`DataConfig`).
+    """
+    augment = data.augment
+    if augment is None:
+        augment = method is not None and method.removeprefix("ab") in AUGMENTED_BASES
     source: Any = resolve_source(data.source, strict=data.strict)
     if data.max_images is not None and data.max_images < len(source):
         source = SubsetSource(source, range(data.max_images))
@@ -92,7 +105,7 @@ def build_sampler(data: DataConfig, seed: int = 0) -> TransitionSampler:
         view_size=data.view_size,
         scale=data.scale,
         iou_range=data.iou_range,
-        augment=data.augment,
+        augment=augment,
         device=data.device,
         seed=seed,
         strict=data.strict,
@@ -145,7 +158,7 @@ def pretrain(
     if distributed.init_from_env() and torch.device(data.device).type == "cuda":
         # Under torchrun each rank drives its own GPU.
         data = dataclasses.replace(data, device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
-    sampler = build_sampler(data, seed=train.seed)
+    sampler = build_sampler(data, seed=train.seed, method=system.method)
     classes = sampler.pool.annotations.num_classes
     if system.num_classes is None and classes:
         system = dataclasses.replace(system, num_classes=classes)
