@@ -109,3 +109,30 @@ def test_pretrain_under_torchrun_environment(tmp_path):
 
     ckpt = load_checkpoint(run / "latest.pt")
     assert ckpt["step"] == 2 and ckpt["world_size"] == 2
+
+
+@pytest.mark.parametrize(
+    "method", ["abclip", "abdino", "absimclr", "absupervised", "clip", "dino", "simclr", "supervised"]
+)
+def test_every_method_trains_from_the_cli_on_the_scenes(tmp_path, method):
+    args = ["pretrain", "--method", method, "--steps", "1", "--out-dir", str(tmp_path), *TINY]
+    args[args.index("photos")] = "scenes"
+    assert main([*args, "--max-images", "24", "--text-dim", "16", "--dino-prototypes", "32"]) == 0
+    assert (tmp_path / "latest.pt").is_file()
+
+
+def test_pretrain_on_a_folder_of_images(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")  # skipped and counted, not fatal
+    args = ["pretrain", "--method", "abdino", "--steps", "2", "--out-dir", str(tmp_path / "run"), *TINY]
+    args[args.index("photos")] = str(folder)
+    with pytest.warns(RuntimeWarning, match="skipped 1 unreadable image"):
+        assert main([*args, "--dino-prototypes", "32"]) == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["data"]["source"] == str(folder)
