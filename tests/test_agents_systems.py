@@ -331,3 +331,20 @@ def test_make_system_checks():
 def test_sentence_text_encoder_needs_its_package():
     with pytest.raises(ImportError, match="sentence-transformers"):
         make_system(SystemConfig("clip", text_encoder="sentence", **SMALL))
+
+
+def test_no_action_tokens_ablation_makes_q_ignore_the_move(data):
+    """ab_actions=False: Q(l | x_i, a) is the same for every move a from view i (crop invariance)."""
+    batch, captions, classes = data
+    system = build("absimclr", classes, ab_actions=False)
+    captured = {}
+
+    def hook(module, args, output):
+        captured["relative"] = args[1]
+
+    system.decoder.register_forward_hook(hook)
+    system.training_loss(batch, captions)
+    rel = captured["relative"]
+    assert torch.equal(rel, torch.tensor([0.0, 0.0, 1.0, 1.0]).expand_as(rel))
+    with pytest.raises(ValueError, match="ab_actions"):
+        SystemConfig("absimclr", ab_actions="no")

@@ -191,6 +191,10 @@ class BaseSystem(nn.Module):
         nb = self.num_bootstrap(batch.views.shape[0])
         valid = batch.pair_valid[:nb]
         relative = batch.relative[:nb]
+        if not cfg.ab_actions:
+            # Ablation: every move looks the same (the identity box), so Q predicts the
+            # average over the image's crops, i.e. crop invariance (METHOD.md: -2.2).
+            relative = torch.tensor([0.0, 0.0, 1.0, 1.0], device=relative.device).expand_as(relative)
         with torch.no_grad():
             ema_boot = self._ema_bootstrap(batch, nb, ctx)
         ann = self._annotations(batch, captions, ctx, ema_boot, nb)

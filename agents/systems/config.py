@@ -63,6 +63,9 @@ class SystemConfig:
     """Attention heads of the AB decoder (must divide ``decoder_dim``)."""
     num_box_tokens: int = 1
     """Query tokens per action (relative box) in the AB decoder."""
+    ab_actions: bool = True
+    """Condition ``Q`` on the action (the relative box). False is the paper's "no action tokens"
+    ablation: every move is given as the identity box, so ``Q`` learns the average over crops."""
     simclr_temperature: float = 0.1
     """NT-Xent temperature (> 0), also of ABSimCLR's ``p(l | x)``."""
     clip_init_temperature: float = 0.07
@@ -123,6 +126,8 @@ class SystemConfig:
                 f"decoder_heads must divide decoder_dim, got decoder_dim={self.decoder_dim}, "
                 f"decoder_heads={self.decoder_heads}"
             )
+        if not isinstance(self.ab_actions, bool):
+            raise ValueError(f"ab_actions must be True or False, got {self.ab_actions!r}")
         _in_range("gamma", self.gamma, 0.0, 1.0, "[0, 1)", high_open=True)
         _in_range("ema_rate", self.ema_rate, 0.0, 1.0, "[0, 1]")
         _in_range("dino_center_momentum", self.dino_center_momentum, 0.0, 1.0, "[0, 1]")
