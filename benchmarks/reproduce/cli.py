@@ -1,0 +1,148 @@
+"""Command line of ``benchmarks/reproduce.py`` (see its docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .profiles import PROFILES, expand_rows
+from .report import write_outputs
+from .runner import (
+    ProbeSet,
+    _read,
+    evaluate_run,
+    machine_info,
+    plan,
+    run_status,
+    steps_done,
+    train_run,
+)
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "reproduce"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="benchmarks/reproduce.py",
+        description="Reproduce the paper's AB-vs-base comparisons at small scale (issue 7).",
+    )
+    p.add_argument("--profile", default="cpu-quick", choices=sorted(PROFILES))
+    p.add_argument(
+        "--rows",
+        default=None,
+        help="comma-separated rows or groups: default, pairs, ablations, all; rows: random, "
+        "supervised, clip, abclip, simclr, absimclr, dino, abdino, and ablations "
+        "<ab>-gamma<g>, <ab>-noact, <ab>-noema, <ab>-iou<lo>_<hi> (default: the profile's)",
+    )
+    p.add_argument(
+        "--out", default=None, help="output directory (default: benchmarks/results/reproduce/<profile>)"
+    )
+    p.add_argument("--device", default=None, help="torch device (default: the profile's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the profile's)")
+    p.add_argument("--seeds", default=None, help="override the profile's seeds, e.g. 0,1")
+    p.add_argument("--orderings", default=None, help="override the profile's data orderings, e.g. 0,1")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    p.add_argument("--no-plots", action="store_true")
+    return p
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    profile = PROFILES[args.profile]
+    if args.seeds:
+        profile = dataclasses.replace(profile, seeds=_ints(args.seeds))
+    if args.orderings:
+        profile = dataclasses.replace(profile, orderings=_ints(args.orderings))
+    device = args.device or profile.device
+    threads = args.threads or profile.threads
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(args.out) if args.out else RESULTS / profile.name
+    rows = expand_rows(profile, args.rows)
+    runs = plan(profile, rows, out)
+    machine = machine_info(device)
+    print(f"reproduce: profile {profile.name} ({profile.description}); fingerprint {profile.fingerprint()}")
+    print(
+        f"machine: {machine['device_name']} ({device}), {machine['cpu_count']} CPUs, "
+        f"{machine['torch_threads']} torch threads, {machine['date']}"
+    )
+    print(
+        f"encoder {profile.encoder} {profile.encoder_kwargs}, views {profile.view_size}px x "
+        f"{profile.views_per_image}, {profile.steps} steps x {profile.batch_size} = {profile.images_seen} "
+        f"images seen per run; seeds {list(profile.seeds)}, orderings {list(profile.orderings)}; out {out}"
+    )
+    if args.dry_run:
+        return _dry_run(runs, profile)
+    probes = ProbeSet(profile, device)
+    records: list[dict[str, Any]] = []
+    for i, run in enumerate(runs, 1):
+        status = run_status(run, profile)
+        start = time.monotonic()
+        if status == "done":
+            print(f"[{i}/{len(runs)}] {run.key}: done, skipped", flush=True)
+        else:
+            print(f"[{i}/{len(runs)}] {run.key}: {status} -> training and probing", flush=True)
+        train = (
+            train_run(run, profile, device)
+            if status in ("todo", "partial")
+            else _read(run.dir / "train.json")
+        )
+        ev = evaluate_run(run, profile, probes, device)
+        if status != "done":
+            scores = ", ".join(
+                f"{t} {100 * r['attentive'][r['metric']]:.1f}"
+                for t, r in ev["final"].items()
+                if "attentive" in r
+            )
+            print(f"    {time.monotonic() - start:.1f} s; attentive probe: {scores}", flush=True)
+        records.append(
+            {
+                "key": run.key,
+                "row": run.row.name,
+                "seed": run.seed,
+                "ordering": run.ordering,
+                "dir": str(run.dir),
+                "train": train,
+                "eval": ev,
+            }
+        )
+    paths = write_outputs(out, profile, machine, records, plots=not args.no_plots)
+    print()
+    print(paths["table"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _dry_run(runs: list[Any], profile: Any) -> int:
+    remaining = 0
+    est = 0.0
+    print(f"plan: {len(runs)} runs")
+    for run in runs:
+        status = run_status(run, profile)
+        left = 0
+        if run.row.method is not None and status in ("todo", "partial"):
+            left = profile.steps - steps_done(run)
+        remaining += left
+        cost = 1.5 if run.row.method and run.row.method.startswith("ab") else 1.0
+        est += left * cost * (profile.est_step_s or 0.0)
+        seen = profile.images_seen if run.row.method else 0
+        print(f"  {run.key:32s} {status:8s} images seen {seen:>9d}  steps left {left:>6d}  {run.dir}")
+    line = f"training steps left: {remaining}"
+    if profile.est_step_s:
+        line += f" (~{est / 60:.0f} min at ~{profile.est_step_s} s per base step, AB ~1.5x; probes extra)"
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Named profiles of the reproduction benchmark and the rows (methods and ablations) they can run.
+
+A :class:`Profile` fixes everything a comparison holds equal: the scenes, the view size, the
+encoder, steps x batch (so images seen), the optimiser, the seeds and data orderings, and the
+probe settings. A *row* is one encoder-producing recipe:
+
+* ``random``: the seed's initial encoder, untrained (the floor; it is exactly the encoder every
+  trained row of that seed starts from: systems build their encoder first).
+* ``supervised``: the supervised base on the scenes' object labels (the ceiling).
+* a base (``clip``, ``simclr``, ``dino``) or its AB version (``abclip``, ...).
+* an ablation of an AB row: ``<ab>-<knob>[-<knob>...]`` with knobs ``gamma<g>`` (AB discount),
+  ``noact`` (no action tokens: ``SystemConfig.ab_actions=False``), ``noema`` (no EMA target:
+  ``ema_rate=1.0``, the target is the online copy) and ``iou<lo>_<hi>`` (crop pairs whose IoU lies in
+  ``[lo, hi]``: ``DataConfig.iou_range``), e.g. ``abclip-gamma0.9`` or ``abdino-iou0.3_0.6``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["PAIRS", "PROFILES", "Profile", "RowSpec", "expand_rows", "parse_row"]
+
+#: (base, AB) pairs, in table order.
+PAIRS: tuple[tuple[str, str], ...] = (("clip", "abclip"), ("simclr", "absimclr"), ("dino", "abdino"))
+ALL_PAIRS: tuple[str, ...] = tuple(m for pair in PAIRS for m in pair)
+#: The paper's ablations (issue 7 item 4), as suffixes of an AB row.
+ABLATION_SUFFIXES: tuple[str, ...] = (
+    "gamma0", "gamma0.5", "gamma0.9", "noact", "noema", "iou0_0.3", "iou0.3_0.6", "iou0.6_1",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """What one row trains: method, SystemConfig overrides and DataConfig overrides."""
+
+    name: str
+    method: str | None  # None: the random-init row (no training)
+    system: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str | None:
+        """The row's base method (``clip`` for ``abclip-noact``), None for ``random``."""
+        if self.method is None:
+            return None
+        return self.method[2:] if self.method.startswith("ab") else self.method
+
+
+_KNOB = re.compile(r"^(?:gamma(?P<gamma>\d+(?:\.\d+)?)|(?P<noact>noact)|(?P<noema>noema)"
+                   r"|iou(?P<lo>\d+(?:\.\d+)?)_(?P<hi>\d+(?:\.\d+)?))$")  # fmt: skip
+
+
+def parse_row(name: str) -> RowSpec:
+    """The :class:`RowSpec` of a row name (see the module docstring).
+
+    Raises:
+        ValueError: an unknown method or knob, or a knob on a non-AB method.
+    """
+    if name == "random":
+        return RowSpec(name, None)
+    if name == "supervised":
+        return RowSpec(name, "supervised")
+    method, *knobs = name.split("-")
+    if method not in ALL_PAIRS:
+        raise ValueError(f"row {name!r}: unknown method {method!r}; methods: random, supervised, {ALL_PAIRS}")
+    if knobs and not method.startswith("ab"):
+        raise ValueError(f"row {name!r}: ablation knobs apply to AB rows only")
+    system: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    for knob in knobs:
+        m = _KNOB.match(knob)
+        if m is None:
+            raise ValueError(f"row {name!r}: unknown knob {knob!r} (gamma<g>, noact, noema, iou<lo>_<hi>)")
+        if m["gamma"] is not None:
+            system["gamma"] = float(m["gamma"])
+        elif m["noact"]:
+            system["ab_actions"] = False
+        elif m["noema"]:
+            system["ema_rate"] = 1.0
+        else:
+            lo, hi = float(m["lo"]), float(m["hi"])
+            if not 0.0 <= lo < hi <= 1.0:
+                raise ValueError(f"row {name!r}: iou bounds must satisfy 0 <= lo < hi <= 1")
+            data["iou_range"] = (lo, hi)
+    return RowSpec(name, method, system, data)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything one comparison holds fixed; see :data:`PROFILES`."""
+
+    name: str
+    description: str
+    scenes: dict[str, Any]
+    """:class:`~vpt_env.data.scenes.SceneConfig` keywords of the pre-training scenes (split "train")."""
+    view_size: int
+    encoder: str
+    encoder_kwargs: dict[str, Any]
+    system: dict[str, Any]
+    """SystemConfig keywords shared by every row (head widths, gamma, ...)."""
+    steps: int
+    batch_size: int
+    views_per_image: int = 4
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    weight_decay: float = 0.05
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Model-initialisation seeds (``torch.manual_seed`` before the system is built)."""
+    orderings: tuple[int, ...] = (0,)
+    """Data orderings: ``TrainConfig.seed`` (the sampler's draws of images, crops and augmentations)."""
+    rows: tuple[str, ...] = ("random", "supervised", "clip", "abclip")
+    """Rows run when ``--rows`` is not given."""
+    ablation_of: str = "abclip"
+    """The AB row the ``ablations`` group of ``--rows`` varies."""
+    probe_images: int = 1000
+    """Fresh train-split scenes (another layout seed) for the scene and object-in-region probes."""
+    probe_test_images: int = 500
+    """Test-split scenes (held-out object instances) for the object-crop probe's test side."""
+    probe_view_size: int | None = None
+    """Side of the probe views (None: ``view_size``)."""
+    linear_epochs: int = 100
+    attentive_epochs: int = 30
+    knn_k: int = 20
+    tasks: tuple[str, ...] = ("scene", "region", "heldout")
+    curve_points: int = 4
+    """Intermediate checkpoints per run evaluated for the score-vs-images-seen plot (0: final only)."""
+    curve_tasks: tuple[str, ...] = ("scene", "heldout")
+    curve_probes: tuple[str, ...] = ("linear", "attentive")
+    device: str = "cpu"
+    threads: int | None = None
+    est_step_s: float | None = None
+    """Rough seconds per training step of a base row on the intended machine (dry-run estimate)."""
+
+    @property
+    def images_seen(self) -> int:
+        """Images each trained run sees: ``steps * batch_size`` (same for every row)."""
+        return self.steps * self.batch_size
+
+    def scene_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """The SceneSource keywords with ``overrides`` (tuples kept as tuples)."""
+        return {**self.scenes, **overrides}
+
+    def fingerprint(self) -> str:
+        """Hash of every field that changes a run's numbers (not seeds, rows, device or threads)."""
+        d = dataclasses.asdict(self)
+        for key in ("name", "description", "seeds", "orderings", "rows", "device", "threads", "est_step_s"):
+            d.pop(key)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+
+def expand_rows(profile: Profile, spec: str | None) -> list[str]:
+    """Row names of ``--rows``: comma-separated names or groups.
+
+    Groups: ``default`` (the profile's rows), ``pairs``, ``ablations`` (of ``profile.ablation_of``), ``all``.
+    """
+    if not spec:
+        names = list(profile.rows)
+    else:
+        names = []
+        for item in (s.strip() for s in spec.split(",")):
+            if item == "default":
+                names += profile.rows
+            elif item == "pairs":
+                names += ["random", "supervised", *ALL_PAIRS]
+            elif item == "ablations":
+                names += [profile.ablation_of] + [f"{profile.ablation_of}-{s}" for s in ABLATION_SUFFIXES]
+            elif item == "all":
+                names += ["random", "supervised", *ALL_PAIRS]
+                names += [f"{profile.ablation_of}-{s}" for s in ABLATION_SUFFIXES]
+            elif item:
+                names.append(item)
+    out = list(dict.fromkeys(names))
+    for name in out:
+        parse_row(name)
+    return out
+
+
+# Scenes without appearance shortcuts (METHOD.md section 7): colour drawn per object independently
+# of class, larger objects, flat or textured backgrounds (no photos), digits only (always installed).
+_CPU_SCENES: dict[str, Any] = dict(
+    size=64, n_images=4000, seed=0, object_sets=("digits",), objects=(1, 3), object_size=(0.3, 0.5),
+    colour_mode="random", background=("flat", "texture"), clutter=0, caption_fraction=0.3,
+)  # fmt: skip
+_CPU_ENCODER = dict(width=32, depth=4, downsample=8)  # 32 px views -> 4x4 tokens
+_CPU_SYSTEM = dict(embed_dim=128, hidden_dim=256, decoder_dim=128, gamma=0.5, dino_prototypes=256)
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            name="smoke",
+            description="tiny end-to-end check of the pipeline (tests); numbers mean nothing",
+            scenes=dict(
+                size=32,
+                n_images=48,
+                seed=0,
+                object_sets=("digits",),
+                objects=(1, 2),
+                object_size=(0.4, 0.6),
+                background=("flat",),
+                caption_fraction=0.5,
+            ),
+            view_size=16,
+            encoder="cnn",
+            encoder_kwargs=dict(width=8, depth=2, downsample=4),
+            system=dict(
+                embed_dim=16,
+                hidden_dim=16,
+                decoder_dim=16,
+                dino_prototypes=16,
+                text_dim=16,
+                text_depth=1,
+                text_max_len=64,
+            ),
+            steps=4,
+            batch_size=8,
+            views_per_image=2,
+            seeds=(0,),
+            orderings=(0,),
+            rows=("random", "simclr", "absimclr"),
+            ablation_of="absimclr",
+            probe_images=40,
+            probe_test_images=24,
+            linear_epochs=5,
+            attentive_epochs=2,
+            knn_k=5,
+            curve_points=2,
+            threads=1,
+        ),
+        Profile(
+            name="cpu-quick",
+            description="calibration rows plus the CLIP/ABCLIP pair, 3 seeds; ~60 min on 2 CPU cores",
+            scenes=_CPU_SCENES,
+            view_size=32,
+            encoder="cnn",
+            encoder_kwargs=_CPU_ENCODER,
+            system=_CPU_SYSTEM,
+            steps=600,
+            batch_size=256,
+            lr=1e-3,
+            warmup_steps=30,
+            seeds=(0, 1, 2),
+            orderings=(0,),
+            rows=("random", "supervised", "clip", "abclip"),
+            probe_images=1200,
+            probe_test_images=600,
+            linear_epochs=100,
+            attentive_epochs=30,
+            curve_points=3,
+            threads=2,
+            est_step_s=0.4,
+        ),
+        Profile(
+            name="cpu-full",
+            description="every pair, 3 seeds x 2 data orderings; ~4 h on 2 CPU cores, resumable",
+            scenes=_CPU_SCENES,
+            view_size=32,
+            encoder="cnn",
+            encoder_kwargs=_CPU_ENCODER,
+            system=_CPU_SYSTEM,
+            steps=600,
+            batch_size=256,
+            lr=1e-3,
+            warmup_steps=30,
+            seeds=(0, 1, 2),
+            orderings=(0, 1),
+            rows=("random", "supervised", *ALL_PAIRS),
+            probe_images=1200,
+            probe_test_images=600,
+            linear_epochs=100,
+            attentive_epochs=30,
+            curve_points=3,
+            threads=2,
+            est_step_s=0.4,
+        ),
+        Profile(
+            name="gpu",
+            description="every pair, larger encoder and budget; ~10 min on one H100",
+            scenes={**_CPU_SCENES, "size": 128, "n_images": 10_000},
+            view_size=64,
+            encoder="vit_tiny",
+            encoder_kwargs=dict(depth=6, patch_size=8),  # 8x8 tokens
+            system=dict(embed_dim=256, hidden_dim=512, decoder_dim=192, decoder_heads=4, gamma=0.5),
+            steps=400,
+            batch_size=256,
+            lr=5e-4,
+            warmup_steps=40,
+            seeds=(0, 1, 2),
+            orderings=(0,),
+            rows=("random", "supervised", *ALL_PAIRS),
+            probe_images=2000,
+            probe_test_images=1000,
+            linear_epochs=100,
+            attentive_epochs=30,
+            curve_points=2,
+            device="cuda",
+            est_step_s=0.05,
+        ),
+    )
+}

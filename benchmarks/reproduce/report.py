@@ -1,0 +1,239 @@
+"""Tables, JSON and plots of the reproduction benchmark (from the runs' ``eval.json``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from agents.eval import format_table
+
+from .profiles import PAIRS, Profile
+from .runner import PROBE_NAMES, TASKS
+
+__all__ = ["summarise", "write_outputs"]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def _order(rows: list[str]) -> list[str]:
+    first = ["random", "supervised"] + [m for pair in PAIRS for m in pair]
+    return [r for r in first if r in rows] + sorted(r for r in rows if r not in first)
+
+
+def summarise(evals: list[dict[str, Any]], tasks: tuple[str, ...]) -> dict[str, Any]:
+    """``{row: {task: {probe: {mean, std, n, values}, "chance": mean, "metric"}}}`` (scores as fractions)."""
+    out: dict[str, Any] = {}
+    for row in _order(sorted({e["row"] for e in evals})):
+        runs = [e for e in evals if e["row"] == row]
+        out[row] = {}
+        for task in tasks:
+            results = [e["final"][task] for e in runs if task in e.get("final", {})]
+            if not results:
+                continue
+            metric = results[0]["metric"]
+            cell: dict[str, Any] = {"metric": metric}
+            for probe in PROBE_NAMES:
+                vals = [r[probe][metric] for r in results if probe in r]
+                if vals:
+                    mean, std = _mean_std(vals)
+                    cell[probe] = {"mean": mean, "std": std, "n": len(vals), "values": vals}
+            cell["chance"] = _mean_std([r["chance"] for r in results])[0]
+            out[row][task] = cell
+    return out
+
+
+def _pair_table(summary: dict[str, Any], tasks: tuple[str, ...]) -> str:
+    lines = [
+        "| pair | task | probe | base | AB | AB - base | beats base by > 1 base std | AB std <= base std |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    found = False
+    for base, ab in PAIRS:
+        if base not in summary or ab not in summary:
+            continue
+        for task in tasks:
+            b, a = summary[base].get(task), summary[ab].get(task)
+            if not b or not a:
+                continue
+            for probe in PROBE_NAMES:
+                if probe not in b or probe not in a:
+                    continue
+                found = True
+                pb, pa = b[probe], a[probe]
+                diff = 100 * (pa["mean"] - pb["mean"])
+                few = pb["n"] < 2 or pa["n"] < 2
+                beats = "n/a" if few else "yes" if pa["mean"] - pb["mean"] > pb["std"] else "no"
+                robust = "n/a" if few else "yes" if pa["std"] <= pb["std"] else "no"
+                lines.append(
+                    f"| {ab} vs {base} | {task} | {probe} | {100 * pb['mean']:.1f} ± {100 * pb['std']:.1f} | "
+                    f"{100 * pa['mean']:.1f} ± {100 * pa['std']:.1f} | {diff:+.1f} | {beats} | {robust} |"
+                )
+    return "\n".join(lines) if found else ""
+
+
+def _curve_points(
+    evals: list[dict[str, Any]], profile: Profile
+) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """``{row: {task/probe: {images_seen: [score per run]}}}``, step 0 from the seed's random row."""
+    random = {e["seed"]: e for e in evals if e["row"] == "random"}
+    out: dict[str, Any] = {}
+    for e in evals:
+        if e["row"] == "random":
+            continue
+        row = out.setdefault(e["row"], {})
+        points = {int(s): r for s, r in e.get("curve", {}).items()}
+        points[profile.steps] = e.get("final", {})
+        if e["seed"] in random:
+            points[0] = random[e["seed"]].get("final", {})
+        for step, results in points.items():
+            for task in profile.curve_tasks:
+                res = results.get(task)
+                for probe in profile.curve_probes:
+                    if res and probe in res:
+                        key = f"{task}/{probe}"
+                        score = res[probe][res["metric"]]
+                        row.setdefault(key, {}).setdefault(step * profile.batch_size, []).append(score)
+    return out
+
+
+def _plots(
+    summary: dict[str, Any], evals: list[dict[str, Any]], profile: Profile, out: Path, title: str
+) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    curves = _curve_points(evals, profile)
+    keys = [f"{t}/{p}" for t in profile.curve_tasks for p in profile.curve_probes]
+    if curves and keys:
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+        for ax, key in zip(axes[0], keys, strict=True):
+            for row, series in curves.items():
+                pts = sorted(series.get(key, {}).items())
+                if not pts:
+                    continue
+                xs = [x for x, _ in pts]
+                stats = [_mean_std(v) for _, v in pts]
+                ys = [100 * m for m, _ in stats]
+                sd = [100 * s for _, s in stats]
+                ax.plot(xs, ys, marker="o", label=row)
+                ax.fill_between(
+                    xs,
+                    [y - s for y, s in zip(ys, sd, strict=True)],
+                    [y + s for y, s in zip(ys, sd, strict=True)],
+                    alpha=0.2,
+                )
+            ax.set_title(key)
+            ax.set_xlabel("images seen")
+            ax.set_ylabel("score (%)")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        written.append(out / "curves.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    pairs = [(b, a) for b, a in PAIRS if b in summary or a in summary]
+    tasks = [t for t in profile.tasks if any(t in summary[r] for r in summary)]
+    if pairs and tasks:
+        fig, axes = plt.subplots(
+            len(tasks), len(PROBE_NAMES), figsize=(4.2 * len(PROBE_NAMES), 3.2 * len(tasks)), squeeze=False
+        )
+        for i, task in enumerate(tasks):
+            for j, probe in enumerate(PROBE_NAMES):
+                ax = axes[i][j]
+                for k, (base, ab) in enumerate(pairs):
+                    for dx, row, colour in ((-0.15, base, "tab:blue"), (0.15, ab, "tab:orange")):
+                        cell = summary.get(row, {}).get(task, {}).get(probe)
+                        if not cell:
+                            continue
+                        vals = [100 * v for v in cell["values"]]
+                        ax.scatter([k + dx] * len(vals), vals, s=12, color=colour, alpha=0.6)
+                        ax.errorbar(
+                            k + dx,
+                            100 * cell["mean"],
+                            yerr=100 * cell["std"],
+                            fmt="_",
+                            color=colour,
+                            capsize=6,
+                            markersize=14,
+                            label=("base" if dx < 0 else "AB") if k == 0 else None,
+                        )
+                for ref, style in (("random", ":"), ("supervised", "--")):
+                    cell = summary.get(ref, {}).get(task, {}).get(probe)
+                    if cell:
+                        ax.axhline(100 * cell["mean"], color="grey", linestyle=style, linewidth=1, label=ref)
+                ax.set_xlim(-0.6, len(pairs) - 0.4)
+                ax.set_xticks(range(len(pairs)), [f"{a}\nvs {b}" for b, a in pairs], fontsize=7)
+                ax.set_title(f"{task} / {probe}", fontsize=9)
+                ax.grid(alpha=0.3, axis="y")
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        written.append(out / "pairs.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def write_outputs(
+    out: Path, profile: Profile, machine: dict[str, Any], runs: list[dict[str, Any]], plots: bool = True
+) -> dict[str, Path]:
+    """Write ``table.md``, ``results.json`` and the plots under ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    evals = [r["eval"] for r in runs if r.get("eval")]
+    summary = summarise(evals, profile.tasks)
+    stamp = (
+        f"profile `{profile.name}` (fingerprint {profile.fingerprint()}, {profile.images_seen} images seen "
+        f"per run: {profile.steps} steps x {profile.batch_size}); machine: {machine['device_name']} "
+        f"({machine['device']}), {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads; "
+        f"{machine['date']}; commit {machine['commit']}"
+    )
+    parts = [
+        f"# Reproduction benchmark: {profile.name}",
+        "",
+        stamp,
+        "",
+        f"Cells: mean ± sample std over seeds x orderings (n = {len(profile.seeds)} x "
+        f"{len(profile.orderings)} per trained row; random: seeds only), in percent.",
+        "",
+    ]
+    for task in profile.tasks:
+        rows = {
+            row: [e["final"][task] for e in evals if e["row"] == row and task in e["final"]]
+            for row in summary
+        }
+        rows = {r: v for r, v in rows.items() if v}
+        if rows:
+            parts += [f"## {task}: {TASKS[task]}", "", format_table(rows), ""]
+    pair_table = _pair_table(summary, profile.tasks)
+    if pair_table:
+        parts += ["## AB against its base", "", pair_table, ""]
+    paths = {"table": out / "table.md", "json": out / "results.json"}
+    paths["table"].write_text("\n".join(parts))
+    record = {
+        "machine": machine,
+        "profile": {**_jsonable(profile), "fingerprint": profile.fingerprint()},
+        "summary": summary,
+        "runs": runs,
+    }
+    paths["json"].write_text(json.dumps(record, indent=2, default=list))
+    if plots:
+        title = f"{profile.name} on {machine['device_name']} ({machine['date'][:10]})"
+        for p in _plots(summary, evals, profile, out, title):
+            paths[p.stem] = p
+    return paths
+
+
+def _jsonable(profile: Profile) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(profile)

@@ -1,0 +1,134 @@
+"""benchmarks/reproduce.py (issue 7): the smoke profile end to end, resumption, the plan and the rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "reproduce.py"
+ROWS = ("random", "simclr", "absimclr")
+TASKS = ("scene", "region", "heldout")
+PROBES = ("linear", "knn", "attentive")
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from reproduce.profiles import PROFILES, expand_rows, parse_row  # noqa: E402
+from reproduce.runner import configs, plan  # noqa: E402
+
+
+def _run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(SCRIPT), "--profile", "smoke", "--out", str(out), "--threads", "1", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def _state(out: Path) -> dict[str, int]:
+    """mtime of every file of every run directory."""
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.glob("*/s*o*/*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str], float]:
+    out = tmp_path_factory.mktemp("reproduce") / "smoke"
+    start = time.monotonic()
+    proc = _run(out)
+    return out, proc, time.monotonic() - start
+
+
+def test_smoke_writes_table_json_and_plots(
+    smoke: tuple[Path, subprocess.CompletedProcess[str], float],
+) -> None:
+    out, proc, seconds = smoke
+    assert seconds < 60, f"smoke profile took {seconds:.1f} s"
+    for name in ("table.md", "results.json", "curves.png", "pairs.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    record = json.loads((out / "results.json").read_text())
+    assert record["machine"]["cpu_count"] and record["machine"]["torch_threads"] == 1
+    assert record["profile"]["name"] == "smoke"
+    for row in ROWS:
+        for task in TASKS:
+            for probe in PROBES:
+                cell = record["summary"][row][task][probe]
+                assert isinstance(cell["mean"], float) and 0.0 <= cell["mean"] <= 1.0, (row, task, probe)
+                assert cell["n"] == 1
+    assert {r["key"] for r in record["runs"]} == {f"{row}/s0o0" for row in ROWS}
+    trained = [r for r in record["runs"] if r["row"] != "random"]
+    assert all(r["train"]["images_seen"] == 4 * 8 for r in trained)
+    # Intermediate checkpoints were probed for the images-seen curve.
+    assert all(r["eval"]["curve"] for r in trained)
+    table = (out / "table.md").read_text()
+    assert "smoke" in table and "absimclr vs simclr" in table
+    for row in ROWS:
+        assert f"| {row} |" in table
+
+
+def test_second_invocation_skips_finished_runs(
+    smoke: tuple[Path, subprocess.CompletedProcess[str], float],
+) -> None:
+    out, _, _ = smoke
+    before = _state(out)
+    assert any(k.endswith("metrics.jsonl") for k in before) and any(k.endswith("eval.json") for k in before)
+    proc = _run(out)
+    assert proc.stdout.count("done, skipped") == len(ROWS)
+    assert "-> training" not in proc.stdout
+    assert _state(out) == before  # no retraining, no re-probing
+
+
+def test_dry_run_lists_the_plan(smoke: tuple[Path, subprocess.CompletedProcess[str], float]) -> None:
+    out, _, _ = smoke
+    proc = _run(out, "--dry-run", "--rows", "simclr,absimclr,absimclr-noact")
+    lines = proc.stdout.splitlines()
+    assert "plan: 3 runs" in lines
+    assert any("simclr/s0o0" in line and "done" in line for line in lines)
+    assert any(
+        "absimclr-noact/s0o0" in line and "todo" in line and "steps left      4" in line for line in lines
+    )
+    assert "training steps left: 4" in proc.stdout
+    assert not (out / "absimclr-noact").exists()
+
+
+def test_rows_and_ablation_knobs() -> None:
+    assert parse_row("random").method is None
+    row = parse_row("abclip-gamma0.9-noact")
+    assert row.method == "abclip" and row.base == "clip"
+    assert row.system == {"gamma": 0.9, "ab_actions": False}
+    assert parse_row("abdino-noema").system == {"ema_rate": 1.0}
+    assert parse_row("absimclr-iou0.3_0.6").data == {"iou_range": (0.3, 0.6)}
+    for bad in ("clip-noact", "abclip-warp", "byol", "abclip-iou0.6_0.3"):
+        with pytest.raises(ValueError):
+            parse_row(bad)
+    quick = PROFILES["cpu-quick"]
+    assert expand_rows(quick, None) == ["random", "supervised", "clip", "abclip"]
+    ablations = expand_rows(quick, "ablations")
+    assert ablations[0] == "abclip" and "abclip-noact" in ablations and "abclip-gamma0" in ablations
+    assert len(expand_rows(quick, "all")) == 8 + 8
+
+
+def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
+    assert {"smoke", "cpu-quick", "cpu-full", "gpu"} <= set(PROFILES)
+    full = PROFILES["cpu-full"]
+    assert len(full.seeds) >= 3 and len(full.orderings) == 2
+    assert {"clip", "abclip", "simclr", "absimclr", "dino", "abdino"} <= set(full.rows)
+    runs = plan(full, expand_rows(full, None), tmp_path)
+    assert len(runs) == len(full.seeds) + (len(full.rows) - 1) * len(full.seeds) * len(full.orderings)
+    by_key = {run.key: run for run in runs}
+    for base, ab in (("clip", "abclip"), ("dino", "abdino")):
+        (db, sb, tb), (da, sa, ta) = (configs(full, by_key[f"{r}/s1o1"], "cpu") for r in (base, ab))
+        assert (tb.steps, tb.batch_size, tb.views_per_image, tb.seed) == (
+            ta.steps,
+            ta.batch_size,
+            ta.views_per_image,
+            ta.seed,
+        )
+        assert tb.seed == 1  # the ordering drives the sampler
+        assert db == da and (sb.encoder, sb.encoder_kwargs) == (sa.encoder, sa.encoder_kwargs)
+    _, system, _ = configs(full, plan(full, ["abclip-noact"], tmp_path)[0], "cpu")
+    assert system.ab_actions is False
