@@ -52,7 +52,9 @@ class DataConfig:
 
     source: str = "scenes"
     """Image source: an embedded set (``scenes``, ``photos``, ``digits``, ...), a folder, a caption
-    manifest, a COCO annotation file or WebDataset shards (as ``source=`` of the envs)."""
+    manifest, a COCO annotation file or WebDataset shards (as ``source=`` of the envs), or scenes with
+    other parameters as JSON: ``{"scenes": {"size": 64, "objects": [1, 3], "n_images": 4000}}`` (the
+    keys are :class:`~vpt_env.data.scenes.SceneConfig` fields)."""
     max_images: int | None = None
     """Use only the first N images of the source (None: all)."""
     view_size: int = 32
@@ -97,7 +99,7 @@ def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) ->
     augment = data.augment
     if augment is None:
         augment = method is not None and method.removeprefix("ab") in AUGMENTED_BASES
-    source: Any = resolve_source(data.source, strict=data.strict)
+    source: Any = _resolve(data.source, data.strict)
     if data.max_images is not None and data.max_images < len(source):
         source = SubsetSource(source, range(data.max_images))
     return TransitionSampler(
@@ -110,6 +112,22 @@ def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) ->
         seed=seed,
         strict=data.strict,
     )
+
+
+def _resolve(spec: str, strict: bool) -> Any:
+    """A source string, or a JSON ``{"scenes": {SceneConfig fields}}`` spec."""
+    if not spec.lstrip().startswith("{"):
+        return resolve_source(spec, strict=strict)
+    try:
+        parsed = json.loads(spec)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"source looks like JSON but does not parse: {err}") from err
+    if not (isinstance(parsed, dict) and list(parsed) == ["scenes"] and isinstance(parsed["scenes"], dict)):
+        raise ValueError(f'a JSON source must be {{"scenes": {{SceneConfig fields}}}}, got {spec!r}')
+    from vpt_env.data.scenes import SceneSource
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in parsed["scenes"].items()}
+    return SceneSource(**fields)
 
 
 def _run_record(data: DataConfig, system: SystemConfig, train: TrainConfig) -> dict[str, Any]:

@@ -136,3 +136,17 @@ def test_pretrain_on_a_folder_of_images(tmp_path):
     with pytest.warns(RuntimeWarning, match="skipped 1 unreadable image"):
         assert main([*args, "--dino-prototypes", "32"]) == 0
     assert json.loads((tmp_path / "run" / "run.json").read_text())["data"]["source"] == str(folder)
+
+
+def test_pretrain_on_scenes_given_as_json(tmp_path):
+    spec = '{"scenes": {"size": 48, "n_images": 12, "objects": [1, 2]}}'
+    args = ["pretrain", "--method", "simclr", "--steps", "1", "--out-dir", str(tmp_path), *TINY]
+    args[args.index("photos")] = spec
+    assert main(args) == 0
+    from agents.pretrain import build_sampler, read_run
+
+    data, _, _ = read_run(tmp_path)
+    sampler = build_sampler(data)
+    assert len(sampler.pool) == 12 and tuple(sampler.pool.image_hw[0].tolist()) == (48.0, 48.0)
+    args[args.index(spec)] = '{"photos": {}}'
+    assert main(args) == 2

@@ -296,6 +296,16 @@ def test_evaluate_encoder_end_to_end(scenes: SceneSource) -> None:
     assert lines[3].startswith("| tiny x2 | ") and "± 0.0" in lines[3]
 
 
+def test_evaluate_encoder_with_a_separate_test_set(scenes: SceneSource) -> None:
+    """test=: every example of the first set trains the probes, the second set tests them."""
+    enc = TinyEncoder()
+    train = probe_views(scenes, view_size=16, task="objects")
+    test = probe_views(SceneSource(n_images=8, split="test"), view_size=16, task="objects")
+    res = evaluate_encoder(enc, train, test=test, task="objects", probes=("knn",))
+    assert res["n_train"] == int((train.labels >= 0).sum()) and res["n_test"] == int((test.labels >= 0).sum())
+    assert 0.0 <= res["knn"]["top1"] <= 1.0
+
+
 def test_bad_arguments_name_the_parameter(scenes: SceneSource) -> None:
     x, y = _blobs(20, 2, 4, seed=0)
     cases = [

@@ -55,6 +55,7 @@ def evaluate_encoder(
     knn_k: int = 20,
     knn_temperature: float = 0.07,
     batch_size: int = 256,
+    test: ProbeData | None = None,
 ) -> dict[str, Any]:
     """Probe a frozen encoder on a held-out split of a source (METHOD.md section 6).
 
@@ -74,6 +75,9 @@ def evaluate_encoder(
         linear_epochs, attentive_epochs: probe training epochs.
         knn_k, knn_temperature: kNN parameters.
         batch_size: encoder and probe minibatch size.
+        test: a separate held-out :class:`ProbeData` (e.g. scenes of unseen object
+            instances); then every example of ``source`` trains the probes and
+            ``test_fraction`` is unused.
 
     Returns:
         ``{"metric": "top1" | "map", "task", "linear": {...}, "knn": {...},
@@ -95,39 +99,45 @@ def evaluate_encoder(
         raise ValueError(
             "multilabel=True needs multi-hot targets: use a source with object boxes and task='image'"
         )
-    _, test_img = split_indices(data.num_images, test_fraction, seed)
-    is_test = torch.isin(data.image, test_img)
-    y = data.targets if multilabel else data.labels
-    assert y is not None
-    keep = torch.ones_like(is_test) if multilabel else data.labels >= 0
-    train_rows, test_rows = (keep & ~is_test).nonzero()[:, 0], (keep & is_test).nonzero()[:, 0]
-    if len(train_rows) == 0 or len(test_rows) == 0:
+    if test is None:
+        _, test_img = split_indices(data.num_images, test_fraction, seed)
+        is_test = torch.isin(data.image, test_img)
+        train_data, test_data = data.subset((~is_test).nonzero()[:, 0]), data.subset(is_test.nonzero()[:, 0])
+    else:
+        if multilabel and test.targets is None:
+            raise ValueError("multilabel=True needs multi-hot targets in test too")
+        train_data, test_data = data, test
+
+    def labelled(part: ProbeData) -> tuple[Tensor, Tensor]:
+        y = part.targets if multilabel else part.labels
+        assert y is not None
+        keep = torch.ones(len(y), dtype=torch.bool) if multilabel else part.labels >= 0
+        return part.views[keep], y[keep]
+
+    (v_tr, y_tr), (v_te, y_te) = labelled(train_data), labelled(test_data)
+    if len(y_tr) == 0 or len(y_te) == 0:
         raise ValueError(
-            f"the split left {len(train_rows)} train and {len(test_rows)} test examples with labels; "
+            f"the split left {len(y_tr)} train and {len(y_te)} test examples with labels; "
             "use more images (max_images) or another test_fraction"
         )
-    feats = extract_features(encoder, data.views[keep], batch_size=batch_size, device=device)
-    # Rows of feats follow the kept rows of data.
-    pos = torch.full((len(keep),), -1, dtype=torch.int64)
-    pos[keep] = torch.arange(int(keep.sum()))
-    tr, te = pos[train_rows], pos[test_rows]
-    y_tr, y_te = y[train_rows], y[test_rows]
+    f_tr = extract_features(encoder, v_tr, batch_size=batch_size, device=device)
+    f_te = extract_features(encoder, v_te, batch_size=batch_size, device=device)
     out: dict[str, Any] = {"metric": metric_name(multilabel), "task": task}
     if "linear" in probes:
         out["linear"] = fit_linear_probe(
-            feats.pooled[tr], y_tr, feats.pooled[te], y_te, multilabel, epochs=linear_epochs,
+            f_tr.pooled, y_tr, f_te.pooled, y_te, multilabel, epochs=linear_epochs,
             batch_size=batch_size, seed=seed,
         )
     if "knn" in probes:
         out["knn"] = knn_eval(
-            feats.pooled[tr], y_tr, feats.pooled[te], y_te, multilabel, k=knn_k, temperature=knn_temperature
+            f_tr.pooled, y_tr, f_te.pooled, y_te, multilabel, k=knn_k, temperature=knn_temperature
         )
     if "attentive" in probes:
         out["attentive"] = fit_attentive_probe(
-            feats.tokens[tr], y_tr, feats.tokens[te], y_te, multilabel, epochs=attentive_epochs,
+            f_tr.tokens, y_tr, f_te.tokens, y_te, multilabel, epochs=attentive_epochs,
             batch_size=batch_size, seed=seed,
         )
-    out.update(n_train=len(tr), n_test=len(te), chance=chance_level(y_tr, y_te, multilabel))
+    out.update(n_train=len(y_tr), n_test=len(y_te), chance=chance_level(y_tr, y_te, multilabel))
     return out
 
 
