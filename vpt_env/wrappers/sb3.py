@@ -4,7 +4,12 @@ SB3 resets an env within the step that ends its episode and hands the last
 observation over in ``infos[i]["terminal_observation"]``, with
 ``infos[i]["TimeLimit.truncated"]`` telling truncation from termination; the
 bridge runs the vector env in ``"same_step"`` autoreset mode with numpy arrays
-and translates. Everything is still stepped as one batch.
+and translates. Everything is still stepped as one batch. Dict observations
+(``ImageSearch-v0``'s view, goal and box) stay dicts of batched arrays, as
+SB3's ``MultiInputPolicy`` takes them. Each env's info holds the
+:data:`INFO_KEYS` the vector env has (``is_success``, ``iou``, ...), from
+the episode's last step when it ended, as SB3's own vector envs do, so
+``VecMonitor`` and SB3's success-rate logging see how the episode ended.
 
 Example:
     >>> from stable_baselines3 import PPO
@@ -25,7 +30,11 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from vpt_env.envs.vector import ImageViewVectorEnv
 
-__all__ = ["SB3VecEnv", "make_sb3_vec_env"]
+__all__ = ["INFO_KEYS", "SB3VecEnv", "make_sb3_vec_env"]
+
+#: Per-env scalar infos the bridge hands to SB3 (when the vector env has them):
+#: ``is_success`` is what SB3's ``Monitor``/``VecMonitor`` and ``EvalCallback`` read.
+INFO_KEYS = ("image_index", "goal", "iou", "is_success")
 
 
 class SB3VecEnv(VecEnv):
@@ -66,18 +75,28 @@ class SB3VecEnv(VecEnv):
         """Step every env; ended envs are reset at once (SB3's convention)."""
         obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
         dones = terminated | truncated
-        out = [{} for _ in range(self.num_envs)]
+        # SB3's convention (DummyVecEnv): an ended env's info is that of its last
+        # step, not of the episode the reset began; the vector env keeps it in final_info.
+        ended = infos["_final_obs"] if "final_obs" in infos else np.zeros(self.num_envs, bool)
+        last = infos.get("final_info", infos)
+        out = [self._env_info(last if ended[i] else infos, i) for i in range(self.num_envs)]
         if "final_obs" in infos:
             final = infos["final_obs"]
-            for i in np.flatnonzero(infos["_final_obs"]):
-                term = final if not isinstance(final, dict) else None
+            for i in np.flatnonzero(ended):
                 out[i]["terminal_observation"] = (
-                    term[i] if term is not None else {k: v[i] for k, v in final.items()}
+                    {k: v[i] for k, v in final.items()} if isinstance(final, dict) else final[i]
                 )
                 out[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-        for i in range(self.num_envs):
-            out[i]["image_index"] = int(infos["image_index"][i])
         return obs, rewards.astype(np.float32), dones, out
+
+    def _env_info(self, infos: dict[str, Any], i: int) -> dict[str, Any]:
+        """Env ``i``'s entries of :data:`INFO_KEYS` as Python scalars (those the vector env gives)."""
+        out = {}
+        for k in INFO_KEYS:
+            mask = infos.get(f"_{k}")
+            if k in infos and (mask is None or mask[i]):
+                out[k] = infos[k][i].item()
+        return out
 
     def close(self) -> None:
         """Close the vector env."""
@@ -120,8 +139,9 @@ def make_sb3_vec_env(env_id: str = "ImageView-v0", num_envs: int = 8, **kwargs: 
     """Make a registered image-view env's vector env and wrap it for SB3.
 
     Args:
-        env_id: ``"ImageView-v0"`` or ``"ImageViewDiscrete-v0"`` (any id whose
-            vector entry point is an :class:`ImageViewVectorEnv`).
+        env_id: ``"ImageView-v0"``, ``"ImageViewDiscrete-v0"``, ``"ImageSearch-v0"``,
+            ``"ImageSearchDiscrete-v0"`` (any id whose vector entry point is an
+            :class:`ImageViewVectorEnv`; Dict observations stay dicts of arrays).
         num_envs: number of envs.
         **kwargs: env arguments (``source``, ``reward``, ``view_size``, ...).
     """
