@@ -1,4 +1,4 @@
-"""The ``novelty`` reward and the episode memory it reads (``EnvParams.memory``, ``ViewState.visited``)."""
+"""The ``novelty`` reward and the episode memory it reads; rewards' vector cumulants in ``info``."""
 
 from __future__ import annotations
 
@@ -87,3 +87,23 @@ def test_novelty_arguments() -> None:
     state = ViewState(zero, torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.zeros(1, 7), zero, zero, zero)
     with pytest.raises(ValueError, match="memory"):
         NoveltyReward()(None, state, Annotations.empty(1))
+
+
+def test_reward_cumulant_in_info_single_and_vector(device: torch.device) -> None:
+    """A reward with a vector cumulant: both envs put it in info, and the reward is its target column."""
+
+    def mean_colour(views):
+        return 5 * views.mean(dim=(2, 3))
+
+    kw = {"reward": "teacher_prob", "target": 1, "reward_kwargs": {"model": mean_colour}, "view_size": 16}
+    env = gym.make("ImageView-v0", device=device, **kw)
+    _, info = env.reset(seed=0)
+    assert info["reward_cumulant"].shape == (3,)
+    _, reward, *_, info = env.step(env.action_space.sample())
+    np.testing.assert_allclose(info["reward_cumulant"].sum(), 1.0, atol=1e-5)
+    assert reward == pytest.approx(float(info["reward_cumulant"][1]), abs=1e-6)
+    kw["device"] = device
+    vec = gym.make_vec("ImageView-v0", num_envs=2, vectorization_mode="vector_entry_point", **kw)
+    _, vinfo = vec.reset(seed=0)
+    assert tuple(vinfo["reward_cumulant"].shape) == (2, 3) and bool(vinfo["_reward_cumulant"].all())
+    assert "reward_cumulant" not in gym.make("ImageView-v0", view_size=16).reset(seed=0)[1]

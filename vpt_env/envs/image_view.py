@@ -106,7 +106,9 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
     ``info`` holds ``image_index``, ``box``, ``aug`` and, when the source has
     an annotation space, ``cumulant``: the distribution over its classes met
     in the view (object classes weighted by the fraction of each box inside
-    the view; all zeros when none is).
+    the view; all zeros when none is). When the reward exposes a vector
+    cumulant (``reward.cumulant``, e.g. ``teacher_prob``), ``info`` also holds
+    it as ``reward_cumulant`` (computed each step, at about the reward's cost).
 
     ## Version History
 
@@ -266,6 +268,10 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
             info["cumulant"] = (
                 view_cumulant(self.pool.annotations, self._state.image, self._state.box)[0].cpu().numpy()
             )
+        if hasattr(self.reward_fn, "cumulant"):
+            assert self._views is not None
+            out = self.reward_fn.cumulant(self._views, self._state, self.pool.annotations)
+            info["reward_cumulant"] = out[0].detach().cpu().numpy()
         return info
 
     @property

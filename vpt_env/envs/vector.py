@@ -82,7 +82,8 @@ class ImageViewVectorEnv(VectorEnv):
     ``single_observation_space``); with ``array="torch"`` they are tensors of
     the same shapes and dtypes. ``infos`` carries ``image_index`` ``(N,)``,
     ``box`` ``(N, 4)``, ``aug`` ``(N, 7)`` and, for annotated sources,
-    ``cumulant`` ``(N, K)``, each with its Gymnasium ``_key`` mask.
+    ``cumulant`` ``(N, K)`` and, for a reward with a vector cumulant,
+    ``reward_cumulant``, each with its Gymnasium ``_key`` mask.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -391,6 +392,9 @@ class ImageViewVectorEnv(VectorEnv):
         values = {"image_index": st.image, "box": st.box, "aug": st.aug}
         if self.pool.annotations.num_classes:
             values["cumulant"] = view_cumulant(self.pool.annotations, st.image, st.box)
+        if hasattr(self.reward_fn, "cumulant"):
+            ann = self.pool.annotations
+            values["reward_cumulant"] = self.reward_fn.cumulant(self._float_views(), st, ann)
         mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         info: dict[str, Any] = {}
         for k, v in values.items():
