@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the profile's)")
     p.add_argument("--seeds", default=None, help="override the profile's seeds, e.g. 0,1")
     p.add_argument("--orderings", default=None, help="override the profile's data orderings, e.g. 0,1")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override a profile field for calibration, e.g. steps=300 or scenes.objects=[1,2] "
+        "(JSON values; repeatable; changes the fingerprint, so use another --out)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--no-plots", action="store_true")
     return p
@@ -56,9 +65,30 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
 
+def apply_overrides(profile: Any, items: list[str]) -> Any:
+    """``profile`` with ``FIELD=JSON`` overrides; ``scenes.<key>`` (any dict field) sets one key."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected FIELD=JSON")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value  # a bare string
+        if isinstance(parsed, list):
+            parsed = tuple(parsed)
+        field, _, sub = key.partition(".")
+        if field not in {f.name for f in dataclasses.fields(profile)}:
+            raise SystemExit(f"--set {item!r}: unknown profile field {field!r}")
+        if sub:
+            parsed = {**getattr(profile, field), sub: parsed}
+        profile = dataclasses.replace(profile, **{field: parsed})
+    return profile
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    profile = PROFILES[args.profile]
+    profile = apply_overrides(PROFILES[args.profile], args.set)
     if args.seeds:
         profile = dataclasses.replace(profile, seeds=_ints(args.seeds))
     if args.orderings:

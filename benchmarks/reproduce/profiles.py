@@ -106,6 +106,10 @@ class Profile:
     steps: int
     batch_size: int
     views_per_image: int = 4
+    scale: tuple[float, float] = (0.05, 1.0)
+    """Crop area range of the training views (``DataConfig.scale``; the paper: 0.05 to 1)."""
+    augment: bool | None = None
+    """``DataConfig.augment`` (None: colour/flip/blur augmentation for the SimCLR and DINO families only)."""
     lr: float = 1e-3
     warmup_steps: int = 0
     weight_decay: float = 0.05
@@ -115,6 +119,8 @@ class Profile:
     """Data orderings: ``TrainConfig.seed`` (the sampler's draws of images, crops and augmentations)."""
     rows: tuple[str, ...] = ("random", "supervised", "clip", "abclip")
     """Rows run when ``--rows`` is not given."""
+    first_seed_rows: tuple[str, ...] = ()
+    """Rows run at the first seed and ordering only (calibration rows, e.g. ``supervised``, to save time)."""
     ablation_of: str = "abclip"
     """The AB row the ``ablations`` group of ``--rows`` varies."""
     probe_images: int = 1000
@@ -148,7 +154,10 @@ class Profile:
     def fingerprint(self) -> str:
         """Hash of every field that changes a run's numbers (not seeds, rows, device or threads)."""
         d = dataclasses.asdict(self)
-        for key in ("name", "description", "seeds", "orderings", "rows", "device", "threads", "est_step_s"):
+        for key in (
+            "name", "description", "seeds", "orderings", "rows", "first_seed_rows", "device", "threads",
+            "est_step_s",
+        ):  # fmt: skip
             d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
@@ -186,6 +195,11 @@ _CPU_SCENES: dict[str, Any] = dict(
     size=64, n_images=4000, seed=0, object_sets=("digits",), objects=(1, 3), object_size=(0.3, 0.5),
     colour_mode="random", background=("flat", "texture"), clutter=0, caption_fraction=0.3,
 )  # fmt: skip
+# cpu-quick (CALIBRATION.md): flat backgrounds only; 800 steps x 256 images, 2 views per image
+# (twice the images/s of 4), crops of 20-100% of the scene (smaller crops often miss the captioned
+# objects), lr 1e-3 (3e-3 collapsed CLIP). The supervised ceiling is clear at this budget; CLIP is
+# not above the floor at 800 steps (its captions name colours: a shortcut); see CALIBRATION.md.
+_QUICK_SCENES: dict[str, Any] = {**_CPU_SCENES, "background": ("flat",)}
 _CPU_ENCODER = dict(width=32, depth=4, downsample=8)  # 32 px views -> 4x4 tokens
 _CPU_SYSTEM = dict(embed_dim=128, hidden_dim=256, decoder_dim=128, gamma=0.5, dino_prototypes=256)
 
@@ -234,26 +248,30 @@ PROFILES: dict[str, Profile] = {
         ),
         Profile(
             name="cpu-quick",
-            description="calibration rows plus the CLIP/ABCLIP pair, 3 seeds; ~60 min on 2 CPU cores",
-            scenes=_CPU_SCENES,
+            description="calibration rows plus the CLIP/ABCLIP pair, 3 seeds; ~60 min on 2 CPU cores "
+            "(floor and ceiling calibrated; CLIP not yet above the floor: see CALIBRATION.md)",
+            scenes=_QUICK_SCENES,
             view_size=32,
             encoder="cnn",
             encoder_kwargs=_CPU_ENCODER,
             system=_CPU_SYSTEM,
-            steps=600,
+            steps=800,
             batch_size=256,
+            views_per_image=2,
+            scale=(0.2, 1.0),
             lr=1e-3,
             warmup_steps=30,
             seeds=(0, 1, 2),
             orderings=(0,),
             rows=("random", "supervised", "clip", "abclip"),
+            first_seed_rows=("supervised",),
             probe_images=1200,
             probe_test_images=600,
             linear_epochs=100,
             attentive_epochs=30,
             curve_points=3,
             threads=2,
-            est_step_s=0.4,
+            est_step_s=0.55,
         ),
         Profile(
             name="cpu-full",

@@ -203,7 +203,9 @@ def write_outputs(
         stamp,
         "",
         f"Cells: mean ± sample std over seeds x orderings (n = {len(profile.seeds)} x "
-        f"{len(profile.orderings)} per trained row; random: seeds only), in percent.",
+        f"{len(profile.orderings)} per trained row; random: seeds only"
+        + (f"; {', '.join(profile.first_seed_rows)}: first seed only" if profile.first_seed_rows else "")
+        + "), in percent.",
         "",
     ]
     for task in profile.tasks:

@@ -67,13 +67,17 @@ class Run:
 
 
 def plan(profile: Profile, rows: list[str], out: Path) -> list[Run]:
-    """Every run of ``rows``: seeds x orderings (``random`` has no ordering: seeds only)."""
+    """Every run of ``rows``: seeds x orderings (``random`` has no ordering: seeds only; the
+    profile's ``first_seed_rows``: the first seed and ordering only)."""
     runs = []
     for ordering in profile.orderings:  # ordering- then seed-major: early runs give complete rows
         for seed in profile.seeds:
             for name in rows:
                 spec = parse_row(name)
                 if spec.method is None and ordering != profile.orderings[0]:
+                    continue
+                first = seed == profile.seeds[0] and ordering == profile.orderings[0]
+                if name in profile.first_seed_rows and not first:
                     continue
                 o = 0 if spec.method is None else ordering
                 runs.append(Run(spec, seed, o, out / name / f"s{seed}o{o}"))
@@ -178,6 +182,8 @@ def configs(profile: Profile, run: Run, device: str) -> tuple[DataConfig, System
     data = DataConfig(
         source=register_training_source(profile),
         view_size=profile.view_size,
+        scale=tuple(profile.scale),
+        augment=profile.augment,
         device=device,
         **run.row.data,
     )
