@@ -119,8 +119,19 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     Args:
         path: a file written by :func:`save_checkpoint`.
         map_location: where tensors are loaded (default CPU; the caller moves them).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a readable checkpoint (truncated, corrupt, or
+            holding objects the safe unpickler refuses).
     """
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupt bytes surface as many types from the unpickler
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
 
 
 def latest_checkpoint(out_dir: str | os.PathLike[str]) -> Path | None:

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_images = None
     try:
         return args.run(args)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OSError) as err:
         print(f"vpt {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -76,17 +76,22 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Encode
         The encoder, in eval mode.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no encoder, run directory or checkpoint at {path}")
     in_run = path.suffix == ".pt" and (path.parent / "run.json").is_file()
     if path.is_dir() or path.name == LATEST or in_run:
         return load_system(path, device).encoder.eval()
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as err:  # safetensors raises its own error type for a corrupt header
+            raise ValueError(f"{path} is not a readable safetensors file ({err})") from err
     elif path.suffix == ".pt":
-        blob: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        blob: dict[str, Any] = load_checkpoint(path)
         meta, state = blob, blob.get("state_dict", {})
     else:
         raise ValueError(f"path must be a run directory or end in .safetensors or .pt, got {str(path)!r}")

@@ -83,6 +83,8 @@ class DataConfig:
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be None or a positive int, got {self.threads!r}")
         self.scale = tuple(self.scale)  # type: ignore[assignment]
+        if not (len(self.scale) == 2 and 0.0 < self.scale[0] <= self.scale[1] <= 1.0):
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1, got {self.scale!r}")
         if self.iou_range is not None:
             self.iou_range = tuple(self.iou_range)  # type: ignore[assignment]
 

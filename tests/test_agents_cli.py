@@ -150,3 +150,19 @@ def test_pretrain_on_scenes_given_as_json(tmp_path):
     assert len(sampler.pool) == 12 and tuple(sampler.pool.image_hw[0].tolist()) == (48.0, 48.0)
     args[args.index(spec)] = '{"photos": {}}'
     assert main(args) == 2
+
+
+def test_missing_and_corrupt_files_give_clear_errors(tmp_path, capsys):
+    assert main(["eval", "--ckpt", str(tmp_path / "nothing")]) == 2
+    assert "no encoder, run directory or checkpoint" in capsys.readouterr().err
+    bad = tmp_path / "enc.safetensors"
+    bad.write_bytes(b"garbage")
+    assert main(["eval", "--ckpt", str(bad)]) == 2
+    assert "not a readable safetensors file" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["pretrain", "--method", "simclr", "--steps", "1", "--out-dir", str(run), *TINY]) == 0
+    (run / "latest.pt").write_bytes(b"truncated")
+    assert main(["export", "--ckpt", str(run), "--out", str(tmp_path / "e.safetensors")]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert main(["pretrain", "--scale", "0.5", "0.1", "--out-dir", str(tmp_path / "x"), *TINY]) == 2
+    assert "scale must be" in capsys.readouterr().err
