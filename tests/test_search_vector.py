@@ -117,3 +117,30 @@ def test_caption_mode_env_and_scene_phrases() -> None:
         assert text.startswith(("a ", "an "))
     with pytest.raises(ValueError, match="goal_mode"):
         gym.make("ImageSearch-v0", source=SCENES, goal_mode="text")
+
+
+class _OneEmpty:
+    """Two 64x64 images: image 0 has a 'cat' box, image 1 has no object."""
+
+    classes = ("cat",)
+
+    def __len__(self) -> int:
+        return 2
+
+    def image(self, i: int) -> np.ndarray:
+        return np.full((64, 64, 3), 40 * (i + 1), np.uint8)
+
+    def annotation(self, i: int) -> Annotation:
+        return Annotation(boxes=[[0.1, 0.1, 0.5, 0.5]], box_labels=[0]) if i == 0 else Annotation()
+
+
+def test_image_index_without_an_object_is_refused_up_front() -> None:
+    single = gym.make("ImageSearch-v0", source=_OneEmpty(), view_size=16)
+    with pytest.raises(ValueError, match="image_index"):
+        single.reset(seed=0, options={"image_index": 1})
+    assert single.reset(seed=0, options={"image_index": 0})[1]["image_index"] == 0
+    vec = ImageSearchVectorEnv(2, _OneEmpty(), view_size=16)
+    with pytest.raises(ValueError, match="image_index"):
+        vec.reset(seed=0, options={"image_index": [0, 1]})
+    obs, info = vec.reset(seed=0)  # the env's own draws only pick scenes with objects
+    assert info["image_index"].tolist() == [0, 0]

@@ -29,7 +29,6 @@ __all__ = [
     "continuous_actions",
     "discrete_actions",
     "make_observation_space",
-    "params_for_reward",
     "resolve_params",
 ]
 
@@ -81,8 +80,11 @@ def build_pool(
     strict: bool = False,
     device: str | torch.device = "cpu",
     max_pool_bytes: int | None = None,
-) -> tuple[ImagePool, RewardFn]:
+) -> tuple[ImagePool, RewardFn, EnvParams]:
     """Check the common arguments, load the images and resolve the reward.
+
+    Returns ``(pool, reward_fn, params)``: ``params`` with ``memory`` raised to
+    what the reward declares (:func:`params_for_reward`).
 
     ``source`` may also be a ready :class:`ImagePool`, which is shared as is
     (many envs over one copy of the images; it must be on ``device``).
@@ -115,7 +117,7 @@ def build_pool(
             max_bytes=max_pool_bytes,
         )
     reward_fn = make_reward(reward, pool.annotations, target=target, **(reward_kwargs or {}))
-    return pool, reward_fn
+    return pool, reward_fn, params_for_reward(params, reward_fn)
 
 
 def params_for_reward(params: EnvParams, reward_fn: Any) -> EnvParams:

@@ -22,7 +22,6 @@ from vpt_env.envs.common import (
     ActionMap,
     build_pool,
     make_observation_space,
-    params_for_reward,
     resolve_params,
 )
 from vpt_env.rewards.base import check_reward_output
@@ -152,7 +151,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         self.obs_mode = obs_mode
         self.render_mode = render_mode
         self.device = torch.device(device)
-        self.pool, self.reward_fn = build_pool(
+        self.pool, self.reward_fn, self.params = build_pool(
             source,
             self.params,
             reward=reward,
@@ -164,7 +163,6 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
             device=self.device,
             max_pool_bytes=max_pool_bytes,
         )
-        self.params = params_for_reward(self.params, self.reward_fn)
         self.observation_space = make_observation_space(self.params, obs_mode)
         self.actions = ActionMap(self.params, self.pool, self.discrete)
         self.action_space = self.actions.space

@@ -177,11 +177,25 @@ class _SearchSetup:
         )
         return spaces.Dict({"view": view_space, "goal": goal, "box": spaces.Box(0.0, 1.0, (4,), np.float32)})
 
+    def _check_image_option(self, options: dict[str, Any] | None) -> None:
+        """Refuse ``options["image_index"]`` naming an image without objects (before any state changes).
+
+        Images drawn by the env itself come from the searchable ones, so the
+        step path needs no such check (and no host synchronisation).
+        """
+        if not options or options.get("image_index") is None:
+            return
+        index = np.atleast_1d(np.asarray(options["image_index"]))
+        searchable = set(self._searchable.tolist())
+        bad = [int(i) for i in index if 0 <= int(i) < len(self.pool) and int(i) not in searchable]
+        if bad:
+            raise ValueError(
+                f"options['image_index'] must name images with at least one object; {bad[:5]} have none"
+            )
+
     def _draw_goals(self, pool: Any, image: Tensor, key: Tensor, episode: Tensor) -> tuple[Tensor, Tensor]:
         """``(goal class, goal box index)`` of new episodes, from their reset draws."""
         ann = pool.annotations
-        if not bool((ann.box_labels[image] >= 0).any(dim=1).all()):
-            raise ValueError("every search episode needs an image with an object; this one has none")
         pick = sample_goal_boxes(ann, image, uniform(key, episode, RESET_STEP, 8)[:, 7])
         return ann.box_labels[image].gather(1, pick[:, None])[:, 0], pick
 
@@ -284,6 +298,7 @@ class ImageSearchEnv(_SearchSetup, ImageViewEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Start an episode on a random scene with an object (``options={"image_index": i}`` picks one)."""
+        self._check_image_option(options)
         obs, info = super().reset(seed=seed, options=options)
         st = self._state
         assert st is not None
@@ -387,6 +402,13 @@ class ImageSearchVectorEnv(_SearchSetup, ImageViewVectorEnv):
 
     def _reset_images(self, key: Tensor, episode: Tensor) -> Tensor | None:
         return search_images(self._searchable, key, episode)
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """As :meth:`ImageViewVectorEnv.reset`; ``options["image_index"]`` must name scenes with objects."""
+        self._check_image_option(options)
+        return super().reset(seed=seed, options=options)
 
     def _on_reset(self, mask: Tensor) -> None:
         st = self._state

@@ -22,7 +22,6 @@ from vpt_env.envs.common import (
     ActionMap,
     build_pool,
     make_observation_space,
-    params_for_reward,
     resolve_params,
 )
 from vpt_env.rewards.base import check_reward_output
@@ -145,7 +144,7 @@ class ImageViewVectorEnv(VectorEnv):
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps
         self.validate = validate
-        self.pool, self.reward_fn = build_pool(
+        self.pool, self.reward_fn, self.params = build_pool(
             source,
             self.params,
             reward=reward,
@@ -157,7 +156,6 @@ class ImageViewVectorEnv(VectorEnv):
             device=self.device,
             max_pool_bytes=max_pool_bytes,
         )
-        self.params = params_for_reward(self.params, self.reward_fn)
         self.single_observation_space = make_observation_space(
             self.params, obs_mode, channels_first_float=obs_format == "float"
         )
