@@ -1,6 +1,6 @@
 """Views per second of every way to step image views, measured side by side in one run.
 
-Usage: ``python benchmarks/env_throughput.py [--quick] [--device cuda] [--json PATH]``
+Usage: ``python benchmarks/env_throughput.py [--quick] [--sizes 256,4096] [--device cuda] [--json PATH]``
 
 Rows (64x64 views of the embedded photos, random continuous actions):
 
@@ -142,6 +142,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter timings and fewer rows")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default="benchmarks/results/env_throughput.json")
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="comma-separated N of the vector-env rows (default 64,256,1024,4096; --quick: 64,256)",
+    )
     args = parser.parse_args()
     seconds = 0.5 if args.quick else 1.5
     device = torch.device(args.device)
@@ -149,6 +154,13 @@ def main() -> None:
     cpu_pool = ImagePool(images, annotations)
     dev_pool = cpu_pool if device.type == "cpu" else ImagePool(images, annotations, device=device)
     sizes = (64, 256) if args.quick else (64, 256, 1024, 4096)
+    if args.sizes:
+        try:
+            sizes = tuple(int(v) for v in args.sizes.split(","))
+        except ValueError:
+            parser.error(f"--sizes {args.sizes!r}: expected comma-separated ints, e.g. 256,4096")
+        if not sizes or min(sizes) < 1:
+            parser.error(f"--sizes {args.sizes!r}: sizes must be >= 1")
     bw_cpu = copy_bandwidth(torch.device("cpu"))
     bw_dev = bw_cpu if device.type == "cpu" else copy_bandwidth(device)
     rows: list[dict[str, Any]] = []

@@ -266,6 +266,26 @@ def test_captions() -> None:
     boxes = np.array([[0.0, 0.0, 0.22, 0.2], [0.4, 0.4, 0.84, 0.6]])
     text = caption(["sneaker", "digit 3"], np.array([[0.9, 0.1, 0.1], [0.9, 0.5, 0.1]]), boxes, (0.22, 0.44))
     assert text == "a small red sneaker at the top left and a large orange digit 3 in the centre"
+    args = (["sneaker", "digit 3"], np.array([[0.9, 0.1, 0.1], [0.9, 0.5, 0.1]]), boxes, (0.22, 0.44))
+    assert caption(*args, words=("position",)) == "a sneaker at the top left and a digit 3 in the centre"
+    assert caption(*args, words=()) == "a sneaker and a digit 3"
+    assert caption(*args, words=("colour",)) == "a red sneaker and an orange digit 3"
+    with pytest.raises(ValueError, match="words"):
+        caption(*args, words=("shape",))
+
+
+def test_caption_words_reach_the_scenes_but_not_the_pixels(tmp_path: Path) -> None:
+    full = SceneSource(n_images=12, caption_fraction=1.0, cache=tmp_path)
+    bare = SceneSource(n_images=12, caption_fraction=1.0, caption_words=(), cache=tmp_path)
+    assert bare.cache_key() == full.cache_key()
+    for i in range(12):
+        parts = [("an " if n[0] in "aeiou" else "a ") + n for n in map(full.classes.__getitem__,
+                                                                        full.annotation(i).box_labels)]
+        expected = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        assert bare.annotation(i).captions == [expected]
+        assert len(expected) < len(full.caption(i))
+    with pytest.raises(ValueError, match="caption_words"):
+        SceneSource(n_images=2, caption_words=("shape",))
 
 
 # -- determinism and splits -------------------------------------------------------------------------

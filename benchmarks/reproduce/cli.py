@@ -56,6 +56,25 @@ def _parser() -> argparse.ArgumentParser:
         help="override a profile field for calibration, e.g. steps=300 or scenes.objects=[1,2] "
         "(JSON values; repeatable; changes the fingerprint, so use another --out)",
     )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="run only every N-th run of the plan, starting at K (0-based), and write no report: run "
+        "N processes on one machine (e.g. one GPU), then --report-only",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no new run after this many seconds (a run in progress finishes; the rest stays todo)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train and probe nothing: report the runs already done and list the missing ones",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--no-plots", action="store_true")
     return p
@@ -63,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("/")
+    try:
+        k_, n_ = int(k), int(n)
+    except ValueError:
+        k_, n_ = -1, 0
+    if not sep or not 0 <= k_ < n_:
+        raise SystemExit(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/3")
+    return k_, n_
 
 
 def apply_overrides(profile: Any, items: list[str]) -> Any:
@@ -111,13 +141,23 @@ def main(argv: list[str] | None = None) -> int:
         f"{profile.views_per_image}, {profile.steps} steps x {profile.batch_size} = {profile.images_seen} "
         f"images seen per run; seeds {list(profile.seeds)}, orderings {list(profile.orderings)}; out {out}"
     )
+    if args.shard:
+        k, n = _shard(args.shard)
+        runs = runs[k::n]
+        print(f"shard {k}/{n}: {len(runs)} runs")
     if args.dry_run:
         return _dry_run(runs, profile)
     probes = ProbeSet(profile, device)
     records: list[dict[str, Any]] = []
+    missing: list[str] = []
+    began = time.monotonic()
     for i, run in enumerate(runs, 1):
         status = run_status(run, profile)
         start = time.monotonic()
+        late = args.time_budget is not None and start - began > args.time_budget
+        if status != "done" and (args.report_only or late):
+            missing.append(f"{run.key} ({status})")
+            continue
         if status == "done":
             print(f"[{i}/{len(runs)}] {run.key}: done, skipped", flush=True)
         else:
@@ -146,7 +186,15 @@ def main(argv: list[str] | None = None) -> int:
                 "eval": ev,
             }
         )
-    paths = write_outputs(out, profile, machine, records, plots=not args.no_plots)
+    if missing:
+        why = "--report-only" if args.report_only else f"past the time budget of {args.time_budget:g} s"
+        print(f"not run ({why}): {len(missing)} runs: " + ", ".join(missing))
+    if args.shard:
+        return 0
+    if not records:
+        print("no finished runs to report")
+        return 1
+    paths = write_outputs(out, profile, machine, records, plots=not args.no_plots, missing=missing)
     print()
     print(paths["table"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))

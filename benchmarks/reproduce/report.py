@@ -71,8 +71,9 @@ def _pair_table(summary: dict[str, Any], tasks: tuple[str, ...]) -> str:
                 beats = "n/a" if few else "yes" if pa["mean"] - pb["mean"] > pb["std"] else "no"
                 robust = "n/a" if few else "yes" if pa["std"] <= pb["std"] else "no"
                 lines.append(
-                    f"| {ab} vs {base} | {task} | {probe} | {100 * pb['mean']:.1f} ± {100 * pb['std']:.1f} | "
-                    f"{100 * pa['mean']:.1f} ± {100 * pa['std']:.1f} | {diff:+.1f} | {beats} | {robust} |"
+                    f"| {ab} vs {base} | {task} | {probe} | {100 * pb['mean']:.1f} ± {100 * pb['std']:.1f} "
+                    f"(n={pb['n']}) | {100 * pa['mean']:.1f} ± {100 * pa['std']:.1f} (n={pa['n']}) | "
+                    f"{diff:+.1f} | {beats} | {robust} |"
                 )
     return "\n".join(lines) if found else ""
 
@@ -185,9 +186,17 @@ def _plots(
 
 
 def write_outputs(
-    out: Path, profile: Profile, machine: dict[str, Any], runs: list[dict[str, Any]], plots: bool = True
+    out: Path,
+    profile: Profile,
+    machine: dict[str, Any],
+    runs: list[dict[str, Any]],
+    plots: bool = True,
+    missing: list[str] | None = None,
 ) -> dict[str, Path]:
-    """Write ``table.md``, ``results.json`` and the plots under ``out``; returns their paths."""
+    """Write ``table.md``, ``results.json`` and the plots under ``out``; returns their paths.
+
+    ``missing`` names planned runs that are not finished (they are listed, not silently dropped).
+    """
     out.mkdir(parents=True, exist_ok=True)
     evals = [r["eval"] for r in runs if r.get("eval")]
     summary = summarise(evals, profile.tasks)
@@ -202,12 +211,14 @@ def write_outputs(
         "",
         stamp,
         "",
-        f"Cells: mean ± sample std over seeds x orderings (n = {len(profile.seeds)} x "
+        f"Cells: mean ± sample std over seeds x orderings (planned n = {len(profile.seeds)} x "
         f"{len(profile.orderings)} per trained row; random: seeds only"
         + (f"; {', '.join(profile.first_seed_rows)}: first seed only" if profile.first_seed_rows else "")
         + "), in percent.",
         "",
     ]
+    if missing:
+        parts += [f"**Not finished, so not in these tables ({len(missing)} runs):** {', '.join(missing)}.", ""]
     for task in profile.tasks:
         rows = {
             row: [e["final"][task] for e in evals if e["row"] == row and task in e["final"]]
@@ -226,6 +237,7 @@ def write_outputs(
         "profile": {**_jsonable(profile), "fingerprint": profile.fingerprint()},
         "summary": summary,
         "runs": runs,
+        "missing": list(missing or []),
     }
     paths["json"].write_text(json.dumps(record, indent=2, default=list))
     if plots:

@@ -12,6 +12,12 @@ digit 3 in the centre and a large green zebra on the right"``:
   the highest third, nothing in between;
 * position: the cell of a 3x3 grid holding the box centre (``at the top
   left``, ``at the top``, ``on the left``, ``in the centre``, ...).
+
+``words`` chooses which of size, colour and position a caption names (the
+class always): with random per-object colours, colour words let a
+caption-image model match colours instead of shapes, so
+``words=("position",)`` or ``()`` gives captions without that shortcut
+(``"a digit 3 at the top left and a digit 7"`` / ``"a digit 3 and a digit 7"``).
 """
 
 from __future__ import annotations
@@ -20,13 +26,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["HUE_NAMES", "caption", "colour_name", "position_name"]
+__all__ = ["CAPTION_WORDS", "HUE_NAMES", "caption", "colour_name", "position_name"]
 
 #: Hue names and the upper end of their hue range, in degrees.
 HUE_NAMES: tuple[tuple[str, float], ...] = (
     ("red", 15), ("orange", 45), ("yellow", 70), ("green", 160), ("cyan", 200),
     ("blue", 260), ("purple", 290), ("pink", 345), ("red", 360),
 )
+#: The optional attributes a caption can name, in the order they appear.
+CAPTION_WORDS: tuple[str, ...] = ("size", "colour", "position")
 _ROWS = ("top", "", "bottom")
 _COLS = ("left", "", "right")
 
@@ -68,6 +76,7 @@ def caption(
     boxes: np.ndarray,
     size_range: tuple[float, float],
     grey: bool = False,
+    words: Sequence[str] = CAPTION_WORDS,
 ) -> str:
     """The caption of one scene.
 
@@ -76,21 +85,31 @@ def caption(
         colours: ``(M, 3)`` object colours in [0, 1].
         boxes: ``(M, 4)`` normalised boxes ``(x0, y0, x1, y1)``.
         size_range: the scenes' ``object_size`` range (longer box side over the scene side).
-        grey: name colours ``white``/``grey`` only.
+        grey: name colours ``black``/``grey``/``white`` only.
+        words: which of :data:`CAPTION_WORDS` to name besides the class.
 
     Returns:
         One sentence-like caption, without a final full stop.
     """
+    unknown = set(words) - set(CAPTION_WORDS)
+    if unknown:
+        raise ValueError(f"words: unknown {sorted(unknown)}; accepted: {list(CAPTION_WORDS)}")
     lo, hi = size_range
     parts = []
     for name, rgb, box in zip(names, colours, boxes, strict=True):
-        longer = max(box[2] - box[0], box[3] - box[1])
-        t = (longer - lo) / (hi - lo) if hi > lo else 0.5
-        words = ["small"] if t < 1 / 3 else ["large"] if t > 2 / 3 else []
-        words += [colour_name(rgb, grey), name]
-        phrase = " ".join(words)
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        parts.append(f"{_article(phrase)} {phrase} {position_name(float(cx), float(cy))}")
+        said: list[str] = []
+        if "size" in words:
+            longer = max(box[2] - box[0], box[3] - box[1])
+            t = (longer - lo) / (hi - lo) if hi > lo else 0.5
+            said += ["small"] if t < 1 / 3 else ["large"] if t > 2 / 3 else []
+        if "colour" in words:
+            said.append(colour_name(rgb, grey))
+        phrase = " ".join([*said, name])
+        part = f"{_article(phrase)} {phrase}"
+        if "position" in words:
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            part += " " + position_name(float(cx), float(cy))
+        parts.append(part)
     if len(parts) <= 1:
         return "".join(parts)
     return ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -41,7 +41,7 @@ from vpt_env.data.annotations import Annotation
 from vpt_env.data.objects import OBJECT_SETS, available_object_sets
 from vpt_env.data.scene_layout import BLOCK, SCENES_VERSION, glyph_pool, layout_block
 from vpt_env.data.scene_render import BG_KINDS, SceneLayout, render_scenes
-from vpt_env.data.scene_text import caption
+from vpt_env.data.scene_text import CAPTION_WORDS, caption
 
 __all__ = ["COLOUR_MODES", "SCENES_VERSION", "SceneConfig", "SceneSource", "default_cache_dir"]
 
@@ -82,6 +82,9 @@ class SceneConfig:
     """Largest allowed overlap of two object boxes, as a fraction of the smaller box's area."""
     caption_fraction: float = 0.2
     """Fraction of scenes with a caption; the others have none (unlabeled)."""
+    caption_words: tuple[str, ...] = CAPTION_WORDS
+    """Which of ``"size"``, ``"colour"``, ``"position"`` the captions name besides each object's class
+    (``()``: class names only). Colour words with random colours are a shortcut for caption-image models."""
     annotate: str = "all"
     """``"all"``: every scene stores its boxes (for evaluation and box rewards); ``"captioned"``:
     uncaptioned scenes store no annotation at all."""
@@ -124,6 +127,10 @@ class SceneConfig:
             raise bad("max_overlap", "must be in [0, 1]")
         if not 0 <= self.caption_fraction <= 1:
             raise bad("caption_fraction", "must be in [0, 1]")
+        words = (self.caption_words,) if isinstance(self.caption_words, str) else tuple(self.caption_words)
+        if any(w not in CAPTION_WORDS for w in words) or len(set(words)) != len(words):
+            raise bad("caption_words", f"must be distinct names from {list(CAPTION_WORDS)}")
+        object.__setattr__(self, "caption_words", words)
         if self.annotate not in ANNOTATE:
             raise bad("annotate", f"must be one of {ANNOTATE}")
 
@@ -273,6 +280,7 @@ class SceneSource:
         """Hex digest of everything that decides the pixels (names the cache file)."""
         fields = dataclasses.asdict(self.config)
         fields.pop("caption_fraction")  # captions and annotations do not change pixels
+        fields.pop("caption_words")
         fields.pop("annotate")
         key = {"version": SCENES_VERSION, "config": fields, "objects": list(self._fingerprint),
                "numpy": np.__version__}
@@ -334,6 +342,7 @@ class SceneSource:
             lay.box[index, :k] / cfg.size,
             cfg.object_size,
             grey=cfg.colour_mode == "grayscale",
+            words=cfg.caption_words,
         )
 
     def annotation(self, index: int) -> Annotation:
