@@ -218,7 +218,8 @@ def write_outputs(
         "",
     ]
     if missing:
-        parts += [f"**Not finished, so not in these tables ({len(missing)} runs):** {', '.join(missing)}.", ""]
+        parts += [f"**Not finished, so not in these tables ({len(missing)} runs):** {', '.join(missing)}.",
+                  ""]
     for task in profile.tasks:
         rows = {
             row: [e["final"][task] for e in evals if e["row"] == row and task in e["final"]]
