@@ -5,14 +5,14 @@
 #                                                # and a 40-step timing of every row of the gpu profile
 #   benchmarks/gpu_session.sh reproduce OUT [S]  # the gpu profile of benchmarks/reproduce.py as 3
 #                                                # processes (one per seed) on the one GPU; no run starts
-#                                                # after S seconds (default 420); then the report
+#                                                # after S seconds (default 320); then the report
 #
 # Everything it measures lands in OUT: logs, JSON, and gpu_results.tar.gz (the reproduction's tables,
 # plots and per-run JSON; checkpoints left out). Steps that fail are reported and the script goes on.
 set -u
 mode=${1:?usage: gpu_session.sh check|reproduce OUT [budget_s]}
 out=${2:?usage: gpu_session.sh check|reproduce OUT [budget_s]}
-budget=${3:-420}
+budget=${3:-320}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}

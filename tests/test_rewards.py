@@ -24,6 +24,7 @@ from vpt_env.rewards import (
     make_reward,
     register_reward,
 )
+from vpt_env.rewards.base import same_device
 
 CLASSES = ["cat", "dog", "car"]
 CAT, DOG, CAR = 0, 1, 2
@@ -365,6 +366,27 @@ def test_check_reward_output(device):
         check_reward_output(_nan_reward, torch.tensor([0.0, float("nan")], device=device), 2, device)
     with pytest.raises(ValueError, match=r"\(2,\)"):
         check_reward_output(_nan_reward, torch.zeros(3, device=device), 2, device)
+
+
+def test_same_device_reads_bare_cuda_as_the_current_device(monkeypatch):
+    # On a GPU, torch.device("cuda") (no index) names the current device, and a tensor made there
+    # reports "cuda:0": the reward check must accept it (a bug that only a CUDA run showed).
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert same_device(torch.device("cuda:1"), "cuda") and same_device(torch.device("cuda"), "cuda:1")
+    assert not same_device(torch.device("cuda:0"), "cuda")
+    assert not same_device(torch.device("cuda:0"), "cuda:1") and not same_device(torch.device("cpu"), "cuda")
+    assert same_device(torch.device("cpu"), "cpu") and same_device(torch.device("cuda:2"), "cuda:2")
+    with pytest.raises(ValueError, match="on cpu, expected cuda"):
+        check_reward_output(_nan_reward, torch.zeros(2), 2, torch.device("cuda"))
+
+
+def test_annotations_to_leaves_the_original_where_it_was():
+    # Two pools of one Annotations on two devices: moving one must not move the other's.
+    anns = Annotations([Annotation(label=2), Annotation(label=0)], ["x", "y", "z"])
+    moved = anns.to("meta")
+    assert moved.labels.device.type == "meta" and moved.boxes.device.type == "meta"
+    assert anns.labels.device.type == "cpu" and anns.boxes.device.type == "cpu"
+    assert anns.labels.tolist() == [2, 0] and moved.classes == anns.classes and len(moved) == 2
 
 
 def test_register_reward(device):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -109,13 +110,18 @@ class Annotations:
         return bool((self.box_labels >= 0).any())
 
     def to(self, device: torch.device | str) -> Annotations:
-        """Move the tensors to ``device`` (in place; returns self)."""
-        self.labels = self.labels.to(device)
-        self.boxes = self.boxes.to(device)
-        self.box_labels = self.box_labels.to(device)
-        self.clips = self.clips.to(device)
-        self.frames = self.frames.to(device)
-        return self
+        """A copy with the tensors on ``device`` (``self`` is unchanged, as with ``Tensor.to``).
+
+        Pools on different devices can share one ``Annotations`` this way; the captions and
+        class names are shared, not copied.
+        """
+        out = copy.copy(self)
+        out.labels = self.labels.to(device)
+        out.boxes = self.boxes.to(device)
+        out.box_labels = self.box_labels.to(device)
+        out.clips = self.clips.to(device)
+        out.frames = self.frames.to(device)
+        return out
 
     def class_index(self, target: int | str, name: str = "target") -> int:
         """Resolve a class given by index or name; raises ValueError naming ``name``."""

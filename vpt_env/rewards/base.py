@@ -130,6 +130,17 @@ def _name(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__
 
 
+def same_device(a: torch.device, b: torch.device | str) -> bool:
+    """Whether two devices are the same, with ``"cuda"`` meaning the current CUDA device."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or (a.index is not None and b.index is not None):
+        return a.index == b.index
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
 def check_reward_output(fn: Any, out: Any, batch: int, device: torch.device) -> Tensor:
     """Validate a reward's output: a finite ``(batch,)`` float tensor on ``device``.
 
@@ -143,7 +154,7 @@ def check_reward_output(fn: Any, out: Any, batch: int, device: torch.device) -> 
         raise ValueError(f"reward {name} returned shape {tuple(out.shape)}, expected ({batch},)")
     if not out.is_floating_point():
         out = out.float()
-    if out.device != device:
+    if not same_device(out.device, device):
         raise ValueError(f"reward {name} returned a tensor on {out.device}, expected {device}")
     if not bool(torch.isfinite(out).all()):
         raise ValueError(f"reward {name} returned a non-finite value (NaN or infinity): {out.tolist()}")
