@@ -132,3 +132,35 @@ def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
         assert db == da and (sb.encoder, sb.encoder_kwargs) == (sa.encoder, sa.encoder_kwargs)
     _, system, _ = configs(full, plan(full, ["abclip-noact"], tmp_path)[0], "cpu")
     assert system.ab_actions is False
+
+
+def test_shards_then_report_only(tmp_path: Path) -> None:
+    # Two processes' worth of shards (run one after the other here), then one report of both.
+    out = tmp_path / "sharded"
+    first = _run(out, "--rows", "random,simclr", "--shard", "0/2", "--no-plots")
+    second = _run(out, "--rows", "random,simclr", "--shard", "1/2", "--no-plots")
+    assert "shard 0/2: 1 runs" in first.stdout and "shard 1/2: 1 runs" in second.stdout
+    assert not (out / "table.md").exists()  # shards write no report
+    assert all((out / row / "s0o0" / "eval.json").is_file() for row in ("random", "simclr"))
+    report = _run(out, "--rows", "random,simclr,absimclr", "--report-only", "--no-plots")
+    assert "-> training" not in report.stdout
+    assert "not run (--report-only): 1 runs: absimclr/s0o0 (todo)" in report.stdout
+    table = (out / "table.md").read_text()
+    assert "| simclr |" in table and "| absimclr |" not in table
+    assert "Not finished, so not in these tables (1 runs):** absimclr/s0o0 (todo)" in table
+    assert json.loads((out / "results.json").read_text())["missing"] == ["absimclr/s0o0 (todo)"]
+
+
+def test_time_budget_starts_no_new_run(tmp_path: Path) -> None:
+    out = tmp_path / "budget"
+    proc = _run(out, "--rows", "random,simclr", "--time-budget", "0.5", "--no-plots")
+    # The first run starts at once; probing it takes longer than 0.5 s, so the second never starts.
+    assert "[1/2] random/s0o0: todo -> training" in proc.stdout
+    assert "past the time budget of 0.5 s): 1 runs: simclr/s0o0 (todo)" in proc.stdout
+    assert not (out / "simclr").exists()
+
+
+def test_bad_shard_is_refused(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(SCRIPT), "--profile", "smoke", "--out", str(tmp_path), "--shard", "2/2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode != 0 and "--shard '2/2': expected K/N" in proc.stderr
