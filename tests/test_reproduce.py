@@ -118,7 +118,11 @@ def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
     assert len(full.seeds) >= 3 and len(full.orderings) == 2
     assert {"clip", "abclip", "simclr", "absimclr", "dino", "abdino"} <= set(full.rows)
     runs = plan(full, expand_rows(full, None), tmp_path)
-    assert len(runs) == len(full.seeds) + (len(full.rows) - 1) * len(full.seeds) * len(full.orderings)
+    pairs = len(full.rows) - 2  # the six pair rows; random runs per seed, supervised once
+    assert full.first_seed_rows == ("supervised",)
+    assert len(runs) == len(full.seeds) + 1 + pairs * len(full.seeds) * len(full.orderings)
+    # cpu-full holds cpu-quick's comparison fixed: the same fingerprint, so the same runs.
+    assert full.fingerprint() == PROFILES["cpu-quick"].fingerprint()
     by_key = {run.key: run for run in runs}
     for base, ab in (("clip", "abclip"), ("dino", "abdino")):
         (db, sb, tb), (da, sa, ta) = (configs(full, by_key[f"{r}/s1o1"], "cpu") for r in (base, ab))
