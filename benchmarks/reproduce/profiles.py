@@ -248,7 +248,7 @@ PROFILES: dict[str, Profile] = {
         ),
         Profile(
             name="cpu-quick",
-            description="calibration rows plus the CLIP/ABCLIP pair, 3 seeds; ~60 min on 2 CPU cores",
+            description="calibration rows plus the CLIP/ABCLIP pair, 3 seeds; 37 min on 2 CPU cores",
             scenes=_QUICK_SCENES,
             view_size=32,
             encoder="cnn",
