@@ -164,3 +164,6 @@ def test_bad_shard_is_refused(tmp_path: Path) -> None:
     cmd = [sys.executable, str(SCRIPT), "--profile", "smoke", "--out", str(tmp_path), "--shard", "2/2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode != 0 and "--shard '2/2': expected K/N" in proc.stderr
+    cmd = [sys.executable, str(SCRIPT), "--profile", "smoke", "--out", str(tmp_path), "--time-budget", "-5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode != 0 and "--time-budget -5.0: expected seconds >= 0" in proc.stderr

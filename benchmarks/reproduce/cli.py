@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{profile.views_per_image}, {profile.steps} steps x {profile.batch_size} = {profile.images_seen} "
         f"images seen per run; seeds {list(profile.seeds)}, orderings {list(profile.orderings)}; out {out}"
     )
+    if args.time_budget is not None and not args.time_budget >= 0:
+        raise SystemExit(f"--time-budget {args.time_budget}: expected seconds >= 0")
     if args.shard:
         k, n = _shard(args.shard)
         runs = runs[k::n]

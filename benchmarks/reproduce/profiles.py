@@ -203,6 +203,33 @@ _QUICK_SCENES: dict[str, Any] = {**_CPU_SCENES, "background": ("flat",), "captio
 _CPU_ENCODER = dict(width=32, depth=4, downsample=8)  # 32 px views -> 4x4 tokens
 _CPU_SYSTEM = dict(embed_dim=128, hidden_dim=256, decoder_dim=128, gamma=0.5, dino_prototypes=256)
 
+_CPU_QUICK = Profile(
+    name="cpu-quick",
+    description="calibration rows plus the CLIP/ABCLIP pair, 3 seeds; 37 min on 2 CPU cores",
+    scenes=_QUICK_SCENES,
+    view_size=32,
+    encoder="cnn",
+    encoder_kwargs=_CPU_ENCODER,
+    system=_CPU_SYSTEM,
+    steps=800,
+    batch_size=256,
+    views_per_image=2,
+    scale=(0.2, 1.0),
+    lr=1e-3,
+    warmup_steps=30,
+    seeds=(0, 1, 2),
+    orderings=(0,),
+    rows=("random", "supervised", "clip", "abclip"),
+    first_seed_rows=("supervised",),
+    probe_images=1200,
+    probe_test_images=600,
+    linear_epochs=100,
+    attentive_epochs=30,
+    curve_points=3,
+    threads=2,
+    est_step_s=0.55,
+)
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
@@ -246,59 +273,16 @@ PROFILES: dict[str, Profile] = {
             curve_points=2,
             threads=1,
         ),
-        Profile(
-            name="cpu-quick",
-            description="calibration rows plus the CLIP/ABCLIP pair, 3 seeds; 37 min on 2 CPU cores",
-            scenes=_QUICK_SCENES,
-            view_size=32,
-            encoder="cnn",
-            encoder_kwargs=_CPU_ENCODER,
-            system=_CPU_SYSTEM,
-            steps=800,
-            batch_size=256,
-            views_per_image=2,
-            scale=(0.2, 1.0),
-            lr=1e-3,
-            warmup_steps=30,
-            seeds=(0, 1, 2),
-            orderings=(0,),
-            rows=("random", "supervised", "clip", "abclip"),
-            first_seed_rows=("supervised",),
-            probe_images=1200,
-            probe_test_images=600,
-            linear_epochs=100,
-            attentive_epochs=30,
-            curve_points=3,
-            threads=2,
-            est_step_s=0.55,
-        ),
-        Profile(
+        _CPU_QUICK,
+        # cpu-quick's fields (so its fingerprint: cpu-quick's runs are cpu-full's ordering-0
+        # CLIP/ABCLIP runs and can be copied over), with every pair and 2 orderings.
+        dataclasses.replace(
+            _CPU_QUICK,
             name="cpu-full",
             description="every pair, 3 seeds x 2 data orderings, cpu-quick's settings; ~3.5 h on 2 CPU "
             "cores, resumable",
-            # The same fields as cpu-quick (so the same fingerprint: cpu-quick's runs are cpu-full's
-            # ordering-0 CLIP/ABCLIP runs and can be copied over), with every pair and 2 orderings.
-            scenes=_QUICK_SCENES,
-            view_size=32,
-            encoder="cnn",
-            encoder_kwargs=_CPU_ENCODER,
-            system=_CPU_SYSTEM,
-            steps=800,
-            batch_size=256,
-            views_per_image=2,
-            scale=(0.2, 1.0),
-            lr=1e-3,
-            warmup_steps=30,
-            seeds=(0, 1, 2),
             orderings=(0, 1),
             rows=("random", "supervised", *ALL_PAIRS),
-            first_seed_rows=("supervised",),
-            probe_images=1200,
-            probe_test_images=600,
-            linear_epochs=100,
-            attentive_epochs=30,
-            curve_points=3,
-            threads=2,
             est_step_s=0.3,
         ),
         Profile(
