@@ -352,6 +352,26 @@ def test_ema_update_rejects_bad_arguments() -> None:
         ema_update(plain, online)
 
 
+def test_ema_update_fused_equals_per_tensor_lerp(device: torch.device) -> None:
+    # The fused update groups tensors by (device, dtype); it must give exactly Tensor.lerp_'s
+    # result for every tensor, whatever the mix of dtypes (and int parameters are copied).
+    torch.manual_seed(0)
+
+    def make() -> nn.Module:
+        m = nn.Sequential(nn.Linear(7, 5), nn.Linear(5, 3).double(), nn.Linear(3, 2))
+        m.register_parameter("steps", nn.Parameter(torch.tensor([3]), requires_grad=False))
+        return m.to(device)
+
+    target, online = make(), make()
+    expected = {}
+    with torch.no_grad():
+        for (name, t), o in zip(target.named_parameters(), online.parameters(), strict=True):
+            expected[name] = t.clone().lerp_(o, 0.004) if t.is_floating_point() else o.clone()
+    ema_update(target, online, rate=0.004)
+    for name, t in target.named_parameters():
+        assert t.dtype == expected[name].dtype and torch.equal(t, expected[name]), name
+
+
 def test_copy_for_ema() -> None:
     online = nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5), nn.Linear(3, 1))
     online.eval()
