@@ -23,7 +23,9 @@ from agents.eval import (
     knn_predict,
     knn_predict_multilabel,
     mean_average_precision,
+    pca_whiten,
     probe_views,
+    spectrum_stats,
     split_indices,
     top1_accuracy,
 )
@@ -137,6 +139,46 @@ def _blobs(n: int, k: int, d: int, seed: int, spread: float = 3.0) -> tuple[Tens
     centres = torch.randn(k, d, generator=g) * spread
     y = torch.randint(0, k, (n,), generator=g)
     return centres[y] + torch.randn(n, d, generator=g), y
+
+
+def test_spectrum_stats_hand_cases() -> None:
+    # Four unit vectors along +-x and +-y: equal variance in 2 directions; each vector has one
+    # opposite (cosine -1) and two orthogonal (0) partners, so the mean cosine is -1/3.
+    cross = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    stats = spectrum_stats(cross)
+    assert stats["participation_ratio"] == pytest.approx(2.0)
+    assert stats["effective_rank"] == pytest.approx(2.0)
+    assert stats["top_share"] == pytest.approx(0.5)
+    assert stats["mean_cosine"] == pytest.approx(-1 / 3)
+    # Points on one line through (1, 1) shifted away from the origin: one direction, and all
+    # samples nearly parallel.
+    line = torch.tensor([[10.0, 10.0], [11.0, 11.0], [12.0, 12.0]])
+    stats = spectrum_stats(line)
+    assert stats["participation_ratio"] == pytest.approx(1.0)
+    assert stats["effective_rank"] == pytest.approx(1.0, abs=1e-6)
+    assert stats["top_share"] == pytest.approx(1.0)
+    assert stats["mean_cosine"] == pytest.approx(1.0)
+    for bad in (torch.zeros(3), torch.zeros(1, 4), torch.ones(5, 2)):
+        with pytest.raises(ValueError, match="x"):
+            spectrum_stats(bad)
+
+
+def test_pca_whiten_hand_case() -> None:
+    # Variance 8/3 along x and 2/3 along y (sample std sqrt(8/3), sqrt(2/3)); principal axes are the
+    # coordinate axes, so whitening divides x by sqrt(8/3) * (1 + eps) and y by
+    # sqrt(2/3) + eps * sqrt(8/3) (up to each axis' sign).
+    train = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    eps = 0.01
+    w_train, w_other = pca_whiten(train, torch.tensor([[4.0, 3.0]]), eps=eps)
+    sx, sy = (8 / 3) ** 0.5, (2 / 3) ** 0.5
+    expected = torch.tensor([[2 / (sx * (1 + eps)), 0.0], [0.0, 1 / (sy + eps * sx)]])
+    assert torch.allclose(w_train[[0, 2]].abs(), expected, atol=1e-5)
+    assert torch.allclose(w_other.abs(), torch.tensor([[4 / (sx * (1 + eps)), 3 / (sy + eps * sx)]]))
+    assert w_train.dtype == torch.float32
+    with pytest.raises(ValueError, match="eps"):
+        pca_whiten(train, eps=0.0)
+    with pytest.raises(ValueError, match="others"):
+        pca_whiten(train, torch.zeros(2, 3))
 
 
 def test_linear_probe_separable_and_shuffled() -> None:

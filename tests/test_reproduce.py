@@ -91,6 +91,41 @@ def test_dry_run_lists_the_plan(smoke: tuple[Path, subprocess.CompletedProcess[s
     assert not (out / "absimclr-noact").exists()
 
 
+def test_feature_geometry_reads_the_finished_runs(
+    smoke: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    out, _ = smoke
+    dest = tmp_path / "geometry.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "feature_geometry.py"),
+        "--profile",
+        "smoke",
+        "--out",
+        str(out),
+        "--rows",
+        "random,simclr,absimclr-noact",
+        "--threads",
+        "1",
+        "--json",
+        str(dest),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads(dest.read_text())
+    assert [r["run"] for r in record["runs"]] == ["random/s0o0", "simclr/s0o0"]
+    assert record["skipped"] == ["absimclr-noact/s0o0"]  # never trained: reported, not measured
+    for r in record["runs"]:
+        assert r["participation_ratio"] >= 1.0 - 1e-6 and r["effective_rank"] >= 1.0 - 1e-6
+        assert 0.0 < r["top_share"] <= 1.0 and -1.0 <= r["mean_cosine"] <= 1.0
+        assert 0.0 <= r["knn"] <= 1.0 and 0.0 <= r["knn_whitened"] <= 1.0
+    ev = json.loads((out / "simclr" / "s0o0" / "eval.json").read_text())
+    simclr = record["runs"][1]
+    # The unwhitened kNN is the benchmark's own kNN probe, and the linear figure is read from it.
+    assert simclr["knn"] == pytest.approx(ev["final"]["heldout"]["knn"]["top1"])
+    assert simclr["linear"] == ev["final"]["heldout"]["linear"]["top1"]
+
+
 def test_rows_and_ablation_knobs() -> None:
     assert parse_row("random").method is None
     row = parse_row("abclip-gamma0.9-noact")

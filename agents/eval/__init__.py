@@ -13,6 +13,7 @@ from agents.eval.features import (
     probe_views,
     split_indices,
 )
+from agents.eval.geometry import pca_whiten, spectrum_stats
 from agents.eval.knn import knn_eval, knn_predict, knn_predict_multilabel
 from agents.eval.linear import fit_linear_probe, standardise
 from agents.eval.metrics import average_precision, mean_average_precision, top1_accuracy
@@ -34,7 +35,9 @@ __all__ = [
     "knn_predict",
     "knn_predict_multilabel",
     "mean_average_precision",
+    "pca_whiten",
     "probe_views",
+    "spectrum_stats",
     "split_indices",
     "standardise",
     "top1_accuracy",

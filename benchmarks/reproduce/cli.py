@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def parse_ints(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> ``(0, 1, 2)``."""
     return tuple(int(v) for v in text.split(",") if v.strip())
 
 
@@ -120,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     profile = apply_overrides(PROFILES[args.profile], args.set)
     if args.seeds:
-        profile = dataclasses.replace(profile, seeds=_ints(args.seeds))
+        profile = dataclasses.replace(profile, seeds=parse_ints(args.seeds))
     if args.orderings:
-        profile = dataclasses.replace(profile, orderings=_ints(args.orderings))
+        profile = dataclasses.replace(profile, orderings=parse_ints(args.orderings))
     device = args.device or profile.device
     threads = args.threads or profile.threads
     if threads:
