@@ -12,18 +12,10 @@ from typing import Any
 
 import torch
 
+from .probing import ProbeSet, evaluate_run
 from .profiles import PROFILES, expand_rows
 from .report import write_outputs
-from .runner import (
-    ProbeSet,
-    _read,
-    evaluate_run,
-    machine_info,
-    plan,
-    run_status,
-    steps_done,
-    train_run,
-)
+from .runner import machine_info, plan, read_json, run_status, steps_done, train_run
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "reproduce"
 
@@ -168,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         train = (
             train_run(run, profile, device)
             if status in ("todo", "partial")
-            else _read(run.dir / "train.json")
+            else read_json(run.dir / "train.json")
         )
         ev = evaluate_run(run, profile, probes, device)
         if status != "done":

@@ -9,8 +9,8 @@ from typing import Any
 
 from agents.eval import format_table
 
+from .probing import PROBE_NAMES, TASKS
 from .profiles import PAIRS, Profile
-from .runner import PROBE_NAMES, TASKS
 
 __all__ = ["summarise", "write_outputs"]
 

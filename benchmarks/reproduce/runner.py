@@ -1,4 +1,4 @@
-"""Run directories, training and probing of the reproduction benchmark.
+"""Run directories and training of the reproduction benchmark (probing: :mod:`.probing`).
 
 One run = (row, seed, ordering) = one :func:`agents.pretrain.pretrain` run directory
 ``<out>/<row>/s<seed>o<ordering>`` holding, besides the trainer's files, ``reproduce.json`` (the
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,32 +25,13 @@ from typing import Any
 import torch
 
 from agents.checkpoint import LATEST
-from agents.eval import (
-    ProbeData,
-    evaluate_encoder,
-    extract_features,
-    fit_attentive_probe,
-    fit_linear_probe,
-    knn_eval,
-    probe_views,
-)
-from agents.eval.report import chance_level
-from agents.export import load_encoder
 from agents.pretrain import DataConfig, pretrain
 from agents.systems import SystemConfig, make_system
 from agents.trainer import TrainConfig
 
 from .profiles import Profile, RowSpec, parse_row
 
-__all__ = ["ProbeSet", "Run", "evaluate_run", "plan", "run_status", "train_run"]
-
-PROBE_NAMES = ("linear", "knn", "attentive")
-TASKS = {
-    "scene": "scene multi-label (mAP), whole images of fresh train-split scenes",
-    "region": "object-in-region (top-1): object boxes of the same scenes, split by image",
-    "heldout": "object-crop (top-1): probe trained on train-split instances, tested on held-out instances",
-}
-_STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
+__all__ = ["Run", "plan", "random_encoder", "run_status", "train_run"]
 
 
 @dataclass(frozen=True)
@@ -93,14 +73,14 @@ def steps_done(run: Run) -> int:
         return 0
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def _write(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=list))
     tmp.replace(path)
@@ -108,10 +88,10 @@ def _write(path: Path, obj: Any) -> None:
 
 def run_status(run: Run, profile: Profile) -> str:
     """``"done"`` (trained and probed), ``"trained"``, ``"partial"`` (a checkpoint) or ``"todo"``."""
-    ev = _read(run.dir / "eval.json")
+    ev = read_json(run.dir / "eval.json")
     trained = (
         run.row.method is None
-        or (_read(run.dir / "train.json") or {}).get("fingerprint") == profile.fingerprint()
+        or (read_json(run.dir / "train.json") or {}).get("fingerprint") == profile.fingerprint()
     )
     if (
         trained
@@ -209,18 +189,18 @@ def train_run(run: Run, profile: Profile, device: str) -> dict[str, Any] | None:
     if run.row.method is None:
         return None
     fp = profile.fingerprint()
-    done = _read(run.dir / "train.json")
+    done = read_json(run.dir / "train.json")
     if done is not None and done.get("fingerprint") == fp:
         return done
     data, system, train = configs(profile, run, device)
     run.dir.mkdir(parents=True, exist_ok=True)
-    meta = _read(run.dir / "reproduce.json")
+    meta = read_json(run.dir / "reproduce.json")
     if meta is not None and meta.get("fingerprint") != fp:
         raise ValueError(
             f"{run.dir} was made by profile {meta.get('profile')!r} with other settings "
             f"(fingerprint {meta.get('fingerprint')} != {fp}); pass another --out"
         )
-    _write(
+    write_json(
         run.dir / "reproduce.json",
         {
             "profile": profile.name,
@@ -244,7 +224,7 @@ def train_run(run: Run, profile: Profile, device: str) -> dict[str, Any] | None:
         "metrics": result["metrics"],
         "wall_s_last_call": time.monotonic() - start,
     }
-    _write(run.dir / "train.json", record)
+    write_json(run.dir / "train.json", record)
     return record
 
 
@@ -252,175 +232,6 @@ def random_encoder(profile: Profile, seed: int, device: str) -> torch.nn.Module:
     """The untrained encoder every trained row of ``seed`` starts from."""
     torch.manual_seed(seed)
     return make_system(system_config(profile, parse_row("random"))).encoder.to(device).eval()
-
-
-# -- probes -------------------------------------------------------------------------------------------
-
-
-class ProbeSet:
-    """Probe views of a profile, rendered once per task and shared by every row.
-
-    * ``scene`` / ``region``: ``probe_images`` fresh train-split scenes (layout seed + 1000), whole
-      images / object boxes; :func:`agents.eval.evaluate_encoder` splits them by image (seed 0).
-    * ``heldout``: train on the ``region`` object crops, test on the object crops of
-      ``probe_test_images`` test-split scenes (object instances never seen in training).
-    """
-
-    def __init__(self, profile: Profile, device: str) -> None:
-        self.profile, self.device = profile, device
-        self.size = profile.probe_view_size or profile.view_size
-        self._data: dict[str, ProbeData] = {}
-
-    def _source(self, split: str) -> Any:
-        p = self.profile
-        n = p.probe_images if split == "train" else p.probe_test_images
-        return scene_source(p, split=split, n_images=n, seed=int(p.scenes.get("seed", 0)) + 1000)
-
-    def data(self, name: str) -> ProbeData:
-        if name not in self._data:
-            src, task = {
-                "scene": ("train", "image"),
-                "region": ("train", "objects"),
-                "heldout_test": ("test", "objects"),
-            }[name]
-            self._data[name] = probe_views(
-                self._source(src), view_size=self.size, task=task, device=self.device
-            )
-        return self._data[name]
-
-    def evaluate(self, encoder: torch.nn.Module, task: str, probes: tuple[str, ...]) -> dict[str, Any]:
-        p = self.profile
-        kw = dict(linear_epochs=p.linear_epochs, attentive_epochs=p.attentive_epochs)
-        if task in ("scene", "region"):
-            out = evaluate_encoder(
-                encoder,
-                self.data(task),
-                view_size=self.size,
-                task="image" if task == "scene" else "objects",
-                probes=probes,
-                seed=0,
-                device=self.device,
-                knn_k=p.knn_k,
-                **kw,
-            )
-            out["task"] = task
-            return out
-        if task != "heldout":
-            raise ValueError(f"unknown task {task!r}; tasks: {list(TASKS)}")
-        return probe_heldout(
-            encoder,
-            self.data("region"),
-            self.data("heldout_test"),
-            probes,
-            device=self.device,
-            knn_k=p.knn_k,
-            **kw,
-        )
-
-
-def probe_heldout(
-    encoder: torch.nn.Module,
-    train: ProbeData,
-    test: ProbeData,
-    probes: tuple[str, ...],
-    *,
-    device: str,
-    knn_k: int,
-    linear_epochs: int,
-    attentive_epochs: int,
-    batch_size: int = 256,
-) -> dict[str, Any]:
-    """Top-1 of probes fitted on ``train`` views and scored on ``test`` views (a separate source).
-
-    ``agents.eval.evaluate_encoder`` splits one ProbeData by image; held-out *instances* need a test
-    set from another source, so this calls the probes directly (same settings, seed 0).
-    """
-    if train.class_names != test.class_names:
-        raise ValueError("train and test probe sources must share one class space")
-    tr, te = train.subset(train.labels >= 0), test.subset(test.labels >= 0)
-    ftr = extract_features(encoder, tr.views, batch_size=batch_size, device=device)
-    fte = extract_features(encoder, te.views, batch_size=batch_size, device=device)
-    out: dict[str, Any] = {"metric": "top1", "task": "heldout"}
-    if "linear" in probes:
-        out["linear"] = fit_linear_probe(
-            ftr.pooled,
-            tr.labels,
-            fte.pooled,
-            te.labels,
-            False,
-            epochs=linear_epochs,
-            batch_size=batch_size,
-            seed=0,
-        )
-    if "knn" in probes:
-        out["knn"] = knn_eval(ftr.pooled, tr.labels, fte.pooled, te.labels, False, k=knn_k)
-    if "attentive" in probes:
-        out["attentive"] = fit_attentive_probe(
-            ftr.tokens,
-            tr.labels,
-            fte.tokens,
-            te.labels,
-            False,
-            epochs=attentive_epochs,
-            batch_size=batch_size,
-            seed=0,
-        )
-    out.update(
-        n_train=len(tr.labels), n_test=len(te.labels), chance=chance_level(tr.labels, te.labels, False)
-    )
-    return out
-
-
-def step_checkpoints(run_dir: Path) -> dict[int, Path]:
-    """The kept ``step_XXXXXXXX.pt`` files of a run directory, by step."""
-    if not run_dir.is_dir():
-        return {}
-    return {int(m.group(1)): p for p in run_dir.iterdir() if (m := _STEP_FILE.match(p.name))}
-
-
-def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> dict[str, Any]:
-    """Probe a finished run (final encoder and kept intermediate checkpoints), caching in ``eval.json``.
-
-    Only the results missing from ``eval.json`` are computed.
-    """
-    fp = profile.fingerprint()
-    path = run.dir / "eval.json"
-    ev = _read(path) or {}
-    if ev.get("fingerprint") != fp:
-        ev = {
-            "fingerprint": fp,
-            "row": run.row.name,
-            "seed": run.seed,
-            "ordering": run.ordering,
-            "final": {},
-            "curve": {},
-        }
-    trained = run.row.method is not None
-    ev["images_seen"] = profile.images_seen if trained else 0
-    missing = [t for t in profile.tasks if t not in ev["final"]]
-    curve_steps = {}
-    if trained and profile.curve_points > 0:
-        curve_steps = {s: p for s, p in step_checkpoints(run.dir).items() if s < profile.steps}
-    todo_curve = {
-        s: [t for t in profile.curve_tasks if t not in ev["curve"].get(str(s), {})] for s in curve_steps
-    }
-    if not missing and not any(todo_curve.values()):
-        return ev
-    run.dir.mkdir(parents=True, exist_ok=True)
-    if missing:
-        encoder = load_encoder(run.dir, device) if trained else random_encoder(profile, run.seed, device)
-        for task in missing:
-            ev["final"][task] = probes.evaluate(encoder, task, PROBE_NAMES)
-            _write(path, ev)
-    for step, tasks in sorted(todo_curve.items()):
-        if not tasks:
-            continue
-        encoder = load_encoder(curve_steps[step], device)
-        entry = ev["curve"].setdefault(str(step), {})
-        for task in tasks:
-            entry[task] = probes.evaluate(encoder, task, tuple(profile.curve_probes))
-            _write(path, ev)
-    return ev
 
 
 def machine_info(device: str) -> dict[str, Any]:

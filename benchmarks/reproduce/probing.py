@@ -1,0 +1,205 @@
+"""Probing of the reproduction benchmark: the probe views shared by every row, and each run's probes.
+
+Three tasks (:data:`TASKS`) x three probes (:data:`PROBE_NAMES`) on the frozen final encoder of a
+run, and the curve tasks on its kept intermediate checkpoints; results are cached in the run's
+``eval.json`` and never recomputed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.eval import (
+    ProbeData,
+    evaluate_encoder,
+    extract_features,
+    fit_attentive_probe,
+    fit_linear_probe,
+    knn_eval,
+    probe_views,
+)
+from agents.eval.report import chance_level
+from agents.export import load_encoder
+
+from .profiles import Profile
+from .runner import Run, random_encoder, read_json, scene_source, write_json
+
+__all__ = ["PROBE_NAMES", "TASKS", "ProbeSet", "evaluate_run", "probe_heldout", "step_checkpoints"]
+
+PROBE_NAMES = ("linear", "knn", "attentive")
+TASKS = {
+    "scene": "scene multi-label (mAP), whole images of fresh train-split scenes",
+    "region": "object-in-region (top-1): object boxes of the same scenes, split by image",
+    "heldout": "object-crop (top-1): probe trained on train-split instances, tested on held-out instances",
+}
+_STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class ProbeSet:
+    """Probe views of a profile, rendered once per task and shared by every row.
+
+    * ``scene`` / ``region``: ``probe_images`` fresh train-split scenes (layout seed + 1000), whole
+      images / object boxes; :func:`agents.eval.evaluate_encoder` splits them by image (seed 0).
+    * ``heldout``: train on the ``region`` object crops, test on the object crops of
+      ``probe_test_images`` test-split scenes (object instances never seen in training).
+    """
+
+    def __init__(self, profile: Profile, device: str) -> None:
+        self.profile, self.device = profile, device
+        self.size = profile.probe_view_size or profile.view_size
+        self._data: dict[str, ProbeData] = {}
+
+    def _source(self, split: str) -> Any:
+        p = self.profile
+        n = p.probe_images if split == "train" else p.probe_test_images
+        return scene_source(p, split=split, n_images=n, seed=int(p.scenes.get("seed", 0)) + 1000)
+
+    def data(self, name: str) -> ProbeData:
+        if name not in self._data:
+            src, task = {
+                "scene": ("train", "image"),
+                "region": ("train", "objects"),
+                "heldout_test": ("test", "objects"),
+            }[name]
+            self._data[name] = probe_views(
+                self._source(src), view_size=self.size, task=task, device=self.device
+            )
+        return self._data[name]
+
+    def evaluate(self, encoder: torch.nn.Module, task: str, probes: tuple[str, ...]) -> dict[str, Any]:
+        p = self.profile
+        kw = dict(linear_epochs=p.linear_epochs, attentive_epochs=p.attentive_epochs)
+        if task in ("scene", "region"):
+            out = evaluate_encoder(
+                encoder,
+                self.data(task),
+                view_size=self.size,
+                task="image" if task == "scene" else "objects",
+                probes=probes,
+                seed=0,
+                device=self.device,
+                knn_k=p.knn_k,
+                **kw,
+            )
+            out["task"] = task
+            return out
+        if task != "heldout":
+            raise ValueError(f"unknown task {task!r}; tasks: {list(TASKS)}")
+        return probe_heldout(
+            encoder,
+            self.data("region"),
+            self.data("heldout_test"),
+            probes,
+            device=self.device,
+            knn_k=p.knn_k,
+            **kw,
+        )
+
+
+def probe_heldout(
+    encoder: torch.nn.Module,
+    train: ProbeData,
+    test: ProbeData,
+    probes: tuple[str, ...],
+    *,
+    device: str,
+    knn_k: int,
+    linear_epochs: int,
+    attentive_epochs: int,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Top-1 of probes fitted on ``train`` views and scored on ``test`` views (a separate source).
+
+    ``agents.eval.evaluate_encoder`` splits one ProbeData by image; held-out *instances* need a test
+    set from another source, so this calls the probes directly (same settings, seed 0).
+    """
+    if train.class_names != test.class_names:
+        raise ValueError("train and test probe sources must share one class space")
+    tr, te = train.subset(train.labels >= 0), test.subset(test.labels >= 0)
+    ftr = extract_features(encoder, tr.views, batch_size=batch_size, device=device)
+    fte = extract_features(encoder, te.views, batch_size=batch_size, device=device)
+    out: dict[str, Any] = {"metric": "top1", "task": "heldout"}
+    if "linear" in probes:
+        out["linear"] = fit_linear_probe(
+            ftr.pooled,
+            tr.labels,
+            fte.pooled,
+            te.labels,
+            False,
+            epochs=linear_epochs,
+            batch_size=batch_size,
+            seed=0,
+        )
+    if "knn" in probes:
+        out["knn"] = knn_eval(ftr.pooled, tr.labels, fte.pooled, te.labels, False, k=knn_k)
+    if "attentive" in probes:
+        out["attentive"] = fit_attentive_probe(
+            ftr.tokens,
+            tr.labels,
+            fte.tokens,
+            te.labels,
+            False,
+            epochs=attentive_epochs,
+            batch_size=batch_size,
+            seed=0,
+        )
+    out.update(
+        n_train=len(tr.labels), n_test=len(te.labels), chance=chance_level(tr.labels, te.labels, False)
+    )
+    return out
+
+
+def step_checkpoints(run_dir: Path) -> dict[int, Path]:
+    """The kept ``step_XXXXXXXX.pt`` files of a run directory, by step."""
+    if not run_dir.is_dir():
+        return {}
+    return {int(m.group(1)): p for p in run_dir.iterdir() if (m := _STEP_FILE.match(p.name))}
+
+
+def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> dict[str, Any]:
+    """Probe a finished run (final encoder and kept intermediate checkpoints), caching in ``eval.json``.
+
+    Only the results missing from ``eval.json`` are computed.
+    """
+    fp = profile.fingerprint()
+    path = run.dir / "eval.json"
+    ev = read_json(path) or {}
+    if ev.get("fingerprint") != fp:
+        ev = {
+            "fingerprint": fp,
+            "row": run.row.name,
+            "seed": run.seed,
+            "ordering": run.ordering,
+            "final": {},
+            "curve": {},
+        }
+    trained = run.row.method is not None
+    ev["images_seen"] = profile.images_seen if trained else 0
+    missing = [t for t in profile.tasks if t not in ev["final"]]
+    curve_steps = {}
+    if trained and profile.curve_points > 0:
+        curve_steps = {s: p for s, p in step_checkpoints(run.dir).items() if s < profile.steps}
+    todo_curve = {
+        s: [t for t in profile.curve_tasks if t not in ev["curve"].get(str(s), {})] for s in curve_steps
+    }
+    if not missing and not any(todo_curve.values()):
+        return ev
+    run.dir.mkdir(parents=True, exist_ok=True)
+    if missing:
+        encoder = load_encoder(run.dir, device) if trained else random_encoder(profile, run.seed, device)
+        for task in missing:
+            ev["final"][task] = probes.evaluate(encoder, task, PROBE_NAMES)
+            write_json(path, ev)
+    for step, tasks in sorted(todo_curve.items()):
+        if not tasks:
+            continue
+        encoder = load_encoder(curve_steps[step], device)
+        entry = ev["curve"].setdefault(str(step), {})
+        for task in tasks:
+            entry[task] = probes.evaluate(encoder, task, tuple(profile.curve_probes))
+            write_json(path, ev)
+    return ev
