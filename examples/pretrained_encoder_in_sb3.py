@@ -5,7 +5,7 @@ Usage: ``python examples/pretrained_encoder_in_sb3.py [--encoder encoder.safeten
 Without ``--encoder`` it first pre-trains one (``--method``, ``--pretrain-steps``)
 on the embedded scenes and exports it. Then PPO trains twice with the same
 seed and budget: once with the pre-trained encoder in
-:class:`agents.encoders.EncoderFeaturesExtractor` (one line of
+:class:`agents.sb3.EncoderFeaturesExtractor` (one line of
 ``policy_kwargs``), once with a randomly initialised encoder of the same
 architecture; both play the same held-out episodes.
 """
@@ -26,9 +26,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import vpt_env  # noqa: F401  (registers the envs)
 from agents.config_cli import add_dataclass_arguments, dataclass_from_args
-from agents.encoders import EncoderFeaturesExtractor, make_encoder
+from agents.encoders import make_encoder
 from agents.export import load_encoder, save_encoder
 from agents.pretrain import DataConfig, pretrain
+from agents.sb3 import EncoderFeaturesExtractor
 from agents.systems import SystemConfig
 from agents.trainer import TrainConfig
 from vpt_env.data.scenes import SceneSource

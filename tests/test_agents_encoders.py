@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -13,13 +15,13 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from agents.encoders import (
     ENCODER_NAMES,
     Encoder,
-    EncoderFeaturesExtractor,
     EncoderOutput,
     ResNet18,
     SmallCNN,
     ViT,
     make_encoder,
 )
+from agents.sb3 import EncoderFeaturesExtractor
 
 # Tiny variants of every architecture, so the whole file runs in seconds on CPU.
 TINY = {
@@ -256,3 +258,15 @@ def test_sb3_ppo_trains(env_id: str) -> None:
     obs, _ = env.reset(seed=1)
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(action)
+
+
+def test_extractor_former_path_and_encoders_without_sb3() -> None:
+    import agents.encoders as encoders_module
+
+    assert encoders_module.EncoderFeaturesExtractor is EncoderFeaturesExtractor  # former home
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        encoders_module.Nope  # noqa: B018
+    # agents.encoders itself no longer imports stable-baselines3.
+    code = "import sys, agents.encoders; print('stable_baselines3' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
