@@ -18,6 +18,7 @@ PROBES = ("linear", "knn", "attentive")
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from reproduce.profiles import PROFILES, expand_rows, parse_row  # noqa: E402
+from reproduce.report import paired_differences  # noqa: E402
 from reproduce.runner import configs, plan  # noqa: E402
 
 
@@ -62,6 +63,8 @@ def test_smoke_writes_table_json_and_plots(
     assert all(r["eval"]["curve"] for r in trained)
     table = (out / "table.md").read_text()
     assert "smoke" in table and "absimclr vs simclr" in table
+    assert "AB minus its base, run by run" in table
+    assert record["paired"]["absimclr vs simclr"]["scene"]["linear"]["n"] == 1
     for row in ROWS:
         assert f"| {row} |" in table
 
@@ -124,6 +127,32 @@ def test_feature_geometry_reads_the_finished_runs(
     # The unwhitened kNN is the benchmark's own kNN probe, and the linear figure is read from it.
     assert simclr["knn"] == pytest.approx(ev["final"]["heldout"]["knn"]["top1"])
     assert simclr["linear"] == ev["final"]["heldout"]["linear"]["top1"]
+
+
+def test_paired_differences_hand_case() -> None:
+    def ev(row: str, seed: int, ordering: int, linear: float, knn: float) -> dict:
+        result = {"metric": "top1", "linear": {"top1": linear}, "knn": {"top1": knn}}
+        return {"row": row, "seed": seed, "ordering": ordering, "final": {"region": result}}
+
+    evals = [
+        ev("simclr", 0, 0, 0.50, 0.40),
+        ev("absimclr", 0, 0, 0.60, 0.30),
+        ev("simclr", 1, 0, 0.70, 0.40),
+        ev("absimclr", 1, 0, 0.60, 0.30),
+        ev("simclr", 0, 1, 0.40, 0.40),
+        ev("absimclr", 0, 1, 0.70, 0.40),
+        ev("absimclr", 2, 0, 0.99, 0.99),  # no simclr run of seed 2: not paired
+        ev("clip", 0, 0, 0.5, 0.5),  # no abclip run: no pair
+    ]
+    paired = paired_differences(evals, ("region",))
+    assert list(paired) == ["absimclr vs simclr"]
+    linear = paired["absimclr vs simclr"]["region"]["linear"]
+    # diffs (seed, ordering) sorted: (0,0) +0.1, (0,1) +0.3, (1,0) -0.1; mean 0.1, sample std 0.2
+    assert linear["diffs"] == pytest.approx([0.1, 0.3, -0.1])
+    assert linear["mean"] == pytest.approx(0.1) and linear["std"] == pytest.approx(0.2)
+    assert linear["n"] == 3 and linear["wins"] == 2
+    knn = paired["absimclr vs simclr"]["region"]["knn"]
+    assert knn["wins"] == 0 and knn["mean"] == pytest.approx(-0.2 / 3)  # ties are not wins
 
 
 def test_rows_and_ablation_knobs() -> None:

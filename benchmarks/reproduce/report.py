@@ -12,7 +12,7 @@ from agents.eval import format_table
 from .probing import PROBE_NAMES, TASKS
 from .profiles import PAIRS, Profile
 
-__all__ = ["summarise", "write_outputs"]
+__all__ = ["paired_differences", "summarise", "write_outputs"]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -76,6 +76,56 @@ def _pair_table(summary: dict[str, Any], tasks: tuple[str, ...]) -> str:
                     f"{diff:+.1f} | {beats} | {robust} |"
                 )
     return "\n".join(lines) if found else ""
+
+
+def paired_differences(evals: list[dict[str, Any]], tasks: tuple[str, ...]) -> dict[str, Any]:
+    """AB minus its base run by run, matched on (seed, ordering): both share the initial encoder and the
+    data order, so the paired difference removes what the seed and the ordering do to both alike.
+
+    Returns:
+        ``{"<ab> vs <base>": {task: {probe: {mean, std, n, wins, diffs}}}}``: scores as fractions;
+        ``wins`` counts the matched runs where AB scored strictly higher.
+    """
+    by_key = {(e["row"], e["seed"], e["ordering"]): e for e in evals}
+    out: dict[str, Any] = {}
+    for base, ab in PAIRS:
+        keys = sorted((s, o) for r, s, o in by_key if r == ab and (base, s, o) in by_key)
+        if not keys:
+            continue
+        pair: dict[str, Any] = {}
+        for task in tasks:
+            cells: dict[str, Any] = {}
+            for probe in PROBE_NAMES:
+                diffs = []
+                for seed, ordering in keys:
+                    ra = by_key[(ab, seed, ordering)].get("final", {}).get(task, {})
+                    rb = by_key[(base, seed, ordering)].get("final", {}).get(task, {})
+                    if probe in ra and probe in rb:
+                        diffs.append(ra[probe][ra["metric"]] - rb[probe][rb["metric"]])
+                if diffs:
+                    mean, std = _mean_std(diffs)
+                    wins = sum(d > 0 for d in diffs)
+                    cells[probe] = {"mean": mean, "std": std, "n": len(diffs), "wins": wins, "diffs": diffs}
+            if cells:
+                pair[task] = cells
+        out[f"{ab} vs {base}"] = pair
+    return out
+
+
+def _paired_table(paired: dict[str, Any]) -> str:
+    lines = [
+        "| pair | task | probe | AB - base, paired (mean ± std) | n | AB ahead |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for pair, tasks in paired.items():
+        for task, probes in tasks.items():
+            for probe, c in probes.items():
+                lines.append(
+                    f"| {pair} | {task} | {probe} | {100 * c['mean']:+.1f} ± {100 * c['std']:.1f} "
+                    f"| {c['n']} | "
+                    f"{c['wins']} of {c['n']} |"
+                )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def _curve_points(
@@ -218,8 +268,10 @@ def write_outputs(
         "",
     ]
     if missing:
-        parts += [f"**Not finished, so not in these tables ({len(missing)} runs):** {', '.join(missing)}.",
-                  ""]
+        parts += [
+            f"**Not finished, so not in these tables ({len(missing)} runs):** {', '.join(missing)}.",
+            "",
+        ]
     for task in profile.tasks:
         rows = {
             row: [e["final"][task] for e in evals if e["row"] == row and task in e["final"]]
@@ -231,12 +283,25 @@ def write_outputs(
     pair_table = _pair_table(summary, profile.tasks)
     if pair_table:
         parts += ["## AB against its base", "", pair_table, ""]
+    paired = paired_differences(evals, profile.tasks)
+    paired_table = _paired_table(paired)
+    if paired_table:
+        parts += [
+            "## AB minus its base, run by run",
+            "",
+            "Each AB run minus the base run of the same seed and ordering (same initial encoder, same data "
+            "order), in points.",
+            "",
+            paired_table,
+            "",
+        ]
     paths = {"table": out / "table.md", "json": out / "results.json"}
     paths["table"].write_text("\n".join(parts))
     record = {
         "machine": machine,
         "profile": {**_jsonable(profile), "fingerprint": profile.fingerprint()},
         "summary": summary,
+        "paired": paired,
         "runs": runs,
         "missing": list(missing or []),
     }
