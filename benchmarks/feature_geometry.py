@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reproduce.cli import RESULTS, parse_ints
 from reproduce.probing import ProbeSet
 from reproduce.profiles import PROFILES, expand_rows
-from reproduce.runner import machine_info, plan, random_encoder, run_status
+from reproduce.runner import machine_info, plan, random_encoder, read_json, run_status
 
 from agents.eval import extract_features, knn_eval, pca_whiten, spectrum_stats
 from agents.export import load_encoder
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     profile = PROFILES[args.profile]
     if args.seeds:
-        profile = dataclasses.replace(profile, seeds=parse_ints(args.seeds))
+        profile = dataclasses.replace(profile, seeds=parse_ints(args.seeds, "--seeds"))
     if args.orderings:
-        profile = dataclasses.replace(profile, orderings=parse_ints(args.orderings))
+        profile = dataclasses.replace(profile, orderings=parse_ints(args.orderings, "--orderings"))
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else RESULTS / profile.name
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             skipped.append(run.key)
             continue
-        ev = json.loads((run.dir / "eval.json").read_text()) if (run.dir / "eval.json").is_file() else {}
+        ev = read_json(run.dir / "eval.json") or {}
         linear = ev.get("final", {}).get("heldout", {}).get("linear", {}).get("top1")
         m = {"run": run.key, **measure(encoder, probes, profile.knn_k, args.device), "linear": linear}
         results.append(m)

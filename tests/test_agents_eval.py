@@ -158,9 +158,11 @@ def test_spectrum_stats_hand_cases() -> None:
     assert stats["effective_rank"] == pytest.approx(1.0, abs=1e-6)
     assert stats["top_share"] == pytest.approx(1.0)
     assert stats["mean_cosine"] == pytest.approx(1.0)
-    for bad in (torch.zeros(3), torch.zeros(1, 4), torch.ones(5, 2)):
+    for bad in (torch.zeros(3), torch.zeros(1, 4), torch.ones(5, 2), torch.tensor([[1.0], [float("nan")]])):
         with pytest.raises(ValueError, match="x"):
             spectrum_stats(bad)
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor"):
+        spectrum_stats([[1.0, 2.0], [3.0, 4.0]])
 
 
 def test_pca_whiten_hand_case() -> None:
@@ -179,6 +181,11 @@ def test_pca_whiten_hand_case() -> None:
         pca_whiten(train, eps=0.0)
     with pytest.raises(ValueError, match="others"):
         pca_whiten(train, torch.zeros(2, 3))
+    with pytest.raises(TypeError, match="others"):
+        pca_whiten(train, [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="train holds NaN"):
+        pca_whiten(torch.tensor([[1.0, 2.0], [float("inf"), 0.0]]))
+    assert pca_whiten(train, torch.zeros(0, 2))[1].shape == (0, 2)  # an empty query set is fine
 
 
 def test_linear_probe_separable_and_shuffled() -> None:

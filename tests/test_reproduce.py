@@ -17,6 +17,7 @@ TASKS = ("scene", "region", "heldout")
 PROBES = ("linear", "knn", "attentive")
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from reproduce.cli import parse_ints  # noqa: E402
 from reproduce.profiles import PROFILES, expand_rows, parse_row  # noqa: E402
 from reproduce.report import paired_differences  # noqa: E402
 from reproduce.runner import configs, plan  # noqa: E402
@@ -153,6 +154,13 @@ def test_paired_differences_hand_case() -> None:
     assert linear["n"] == 3 and linear["wins"] == 2
     knn = paired["absimclr vs simclr"]["region"]["knn"]
     assert knn["wins"] == 0 and knn["mean"] == pytest.approx(-0.2 / 3)  # ties are not wins
+
+
+def test_parse_ints_names_the_flag() -> None:
+    assert parse_ints("0, 2,", "--seeds") == (0, 2)
+    for bad in ("a", "", "1,-1", "0.5"):
+        with pytest.raises(SystemExit, match="--orderings"):
+            parse_ints(bad, "--orderings")
 
 
 def test_rows_and_ablation_knobs() -> None:

@@ -32,18 +32,24 @@ from torch import Tensor
 __all__ = ["pca_whiten", "spectrum_stats"]
 
 
-def _check(x: Tensor, name: str) -> Tensor:
-    if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[0] < 2:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be an (N, D) tensor with N >= 2, got {shape}")
-    return x.detach().double()
+def _check(x: Tensor, name: str, min_rows: int = 2, width: int | None = None) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    cols = "D" if width is None else str(width)
+    if x.dim() != 2 or x.shape[0] < min_rows or (width is not None and x.shape[1] != width):
+        raise ValueError(f"{name} must be an (N, {cols}) tensor with N >= {min_rows}, got {tuple(x.shape)}")
+    x = x.detach().double()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return x
 
 
 def spectrum_stats(x: Tensor) -> dict[str, float]:
     """Participation ratio, effective rank, top eigenvalue share and mean cosine of ``(N, D)`` features.
 
     Raises:
-        ValueError: ``x`` is not ``(N, D)`` with ``N >= 2``, or all its rows are equal.
+        TypeError: ``x`` is not a tensor.
+        ValueError: ``x`` is not ``(N, D)`` with ``N >= 2``, holds NaN or inf, or all its rows are equal.
     """
     x = _check(x, "x")
     s = torch.linalg.svdvals(x - x.mean(0))
@@ -72,17 +78,14 @@ def pca_whiten(train: Tensor, *others: Tensor, eps: float = 1e-3) -> tuple[Tenso
     one (so near-empty directions are not blown up into noise).
 
     Raises:
-        ValueError: a tensor is not ``(N, D)`` with ``N >= 2`` or the widths differ, or ``eps``
-            is not positive.
+        TypeError: an argument is not a tensor.
+        ValueError: ``train`` is not ``(N, D)`` with ``N >= 2``, an ``others`` tensor is not
+            ``(M, D)``, a tensor holds NaN or inf, or ``eps`` is not positive.
     """
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
     x = _check(train, "train")
-    for o in others:
-        if not isinstance(o, Tensor) or o.dim() != 2 or o.shape[1] != x.shape[1]:
-            shape = tuple(o.shape) if isinstance(o, Tensor) else type(o).__name__
-            raise ValueError(f"others must be (M, {x.shape[1]}) tensors, got {shape}")
-    rest = [o.detach().double() for o in others]
+    rest = [_check(o, "others", min_rows=0, width=x.shape[1]) for o in others]
     mu = x.mean(0)
     _, s, vh = torch.linalg.svd(x - mu, full_matrices=False)
     std = s / (x.shape[0] - 1) ** 0.5

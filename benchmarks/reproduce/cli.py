@@ -72,9 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_ints(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` -> ``(0, 1, 2)``."""
-    return tuple(int(v) for v in text.split(",") if v.strip())
+def parse_ints(text: str, flag: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> ``(0, 1, 2)``; anything else exits naming ``flag``."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v < 0 for v in values):
+        raise SystemExit(f"{flag} {text!r}: expected comma-separated non-negative ints, e.g. 0,1,2")
+    return values
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -113,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     profile = apply_overrides(PROFILES[args.profile], args.set)
     if args.seeds:
-        profile = dataclasses.replace(profile, seeds=parse_ints(args.seeds))
+        profile = dataclasses.replace(profile, seeds=parse_ints(args.seeds, "--seeds"))
     if args.orderings:
-        profile = dataclasses.replace(profile, orderings=parse_ints(args.orderings))
+        profile = dataclasses.replace(profile, orderings=parse_ints(args.orderings, "--orderings"))
     device = args.device or profile.device
     threads = args.threads or profile.threads
     if threads:
