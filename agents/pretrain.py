@@ -40,10 +40,12 @@ from agents.trainer import TrainConfig, Trainer
 from vpt_env import TransitionSampler
 from vpt_env.data.sources import SubsetSource, resolve_source
 
-__all__ = ["AUGMENTED_BASES", "RUN_FILE", "DataConfig", "build_sampler", "pretrain", "read_run"]
+__all__ = ["AB_VIEWS", "AUGMENTED_BASES", "RUN_FILE", "DataConfig", "build_sampler", "pretrain", "read_run"]
 
 #: The configs of a run, next to its checkpoint.
 RUN_FILE = "run.json"
+#: Accepted values of ``DataConfig.ab_views``.
+AB_VIEWS = ("shared", "crops")
 
 
 @dataclass
@@ -66,8 +68,13 @@ class DataConfig:
     augment: bool | None = None
     """Draw a random colour/grayscale/flip/blur augmentation per view. None: on for the
     crop-consistency families (``simclr``, ``dino`` and their AB versions), off otherwise. The
-    paper augments the base's views and keeps AB's crop-only; here one set of views feeds both, and
-    without colour augmentation SimCLR and DINO learn the objects' colours instead of their shapes."""
+    paper augments the base's views and keeps AB's crop-only (see ``ab_views``); without colour
+    augmentation SimCLR and DINO learn the objects' colours instead of their shapes."""
+    ab_views: str = "shared"
+    """Views of the AB term when the views are augmented: ``"shared"`` (AB reuses the base's augmented
+    views and their online forward) or ``"crops"`` (the paper's default: AB sees the same boxes rendered
+    without augmentation, at the cost of one more encoder pass over the bootstrap images' views). No
+    effect on base methods or without augmentation (the views are crops only then)."""
     device: str = "cpu"
     """Torch device of the pool, the sampler and the model (``cpu``, ``cuda``, ``cuda:1``)."""
     threads: int | None = None
@@ -87,6 +94,8 @@ class DataConfig:
             raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1, got {self.scale!r}")
         if self.iou_range is not None:
             self.iou_range = tuple(self.iou_range)  # type: ignore[assignment]
+        if self.ab_views not in AB_VIEWS:
+            raise ValueError(f"ab_views must be one of {AB_VIEWS}, got {self.ab_views!r}")
 
 
 #: Base methods whose views are augmented when ``DataConfig.augment`` is None.
@@ -96,11 +105,13 @@ AUGMENTED_BASES = ("simclr", "dino")
 def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) -> TransitionSampler:
     """The :class:`~vpt_env.TransitionSampler` of a data config (the source read once).
 
-    ``method`` decides ``augment=None`` (see :class:`DataConfig`).
+    ``method`` decides ``augment=None`` and whether ``ab_views="crops"`` applies (AB methods only;
+    see :class:`DataConfig`).
     """
     augment = data.augment
     if augment is None:
         augment = method is not None and method.removeprefix("ab") in AUGMENTED_BASES
+    crop_views = data.ab_views == "crops" and method is not None and method.startswith("ab")
     source: Any = _resolve(data.source, data.strict)
     if data.max_images is not None and data.max_images < len(source):
         source = SubsetSource(source, range(data.max_images))
@@ -109,7 +120,8 @@ def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) ->
         view_size=data.view_size,
         scale=data.scale,
         iou_range=data.iou_range,
-        augment=augment,
+        augment=bool(augment),
+        crop_views=crop_views,
         device=data.device,
         seed=seed,
         strict=data.strict,

@@ -152,6 +152,20 @@ def test_pretrain_on_scenes_given_as_json(tmp_path):
     assert main(args) == 2
 
 
+def test_ab_views_crops_reaches_the_sampler_of_ab_methods_only():
+    from agents.pretrain import DataConfig, build_sampler
+
+    data = DataConfig(source="photos", view_size=16, ab_views="crops")
+    assert build_sampler(data, method="abdino").crop_views
+    assert not build_sampler(data, method="dino").crop_views
+    assert not build_sampler(DataConfig(source="photos", view_size=16), method="abdino").crop_views
+    batch = build_sampler(data, method="absimclr").sample(2, 2)
+    assert batch.crop_views is not None and batch.crop_views.shape == batch.views.shape
+    assert build_sampler(data, method="abclip").sample(2, 2).crop_views is None  # not augmented
+    with pytest.raises(ValueError, match="ab_views must be one of"):
+        DataConfig(ab_views="plain")
+
+
 def test_missing_and_corrupt_files_give_clear_errors(tmp_path, capsys):
     assert main(["eval", "--ckpt", str(tmp_path / "nothing")]) == 2
     assert "no encoder, run directory or checkpoint" in capsys.readouterr().err

@@ -150,10 +150,13 @@ def _perturb_online(system) -> None:
                 p.add_(0.1 * torch.randn(p.shape, generator=gen))
 
 
-def _expected_p_ema(method, system, batch, captions, nb):
-    """p_ema(l | x_j) of every view of the first nb images, from the EMA modules by the formulas."""
+def _expected_p_ema(method, system, batch, captions, nb, ab_views=None):
+    """p_ema(l | x_j) of every view of the first nb images, from the EMA modules by the formulas.
+
+    ``ab_views``: the AB term's views (``batch.crop_views``) when they are not the base's.
+    """
     ema, cfg = system.ema, system.config
-    views = batch.views[:nb]
+    views = (batch.views if ab_views is None else ab_views)[:nb]
     pooled = ema["encoder"](views.flatten(0, 1)).pooled  # (nb*V, D)
     if method == "abdino":  # local views downsampled
         local = F.interpolate(views[:, 2:].flatten(0, 1), size=(8, 8), mode="bilinear", antialias=True)
@@ -181,6 +184,57 @@ def _expected_p_ema(method, system, batch, captions, nb):
     assert method == "absupervised"  # scenes: multi-label, the normalised sigmoid
     sig = torch.sigmoid(ema["classifier"](pooled))
     return (sig / sig.sum(-1, keepdim=True)).view(nb, V, -1)
+
+
+@pytest.mark.parametrize("method", AB_METHODS)
+def test_crop_only_ab_views_feed_the_target_and_q(method, data):
+    """batch.crop_views: p_ema and Q come from those views; the base loss and annotations do not."""
+    batch, captions, k = data
+    crops = torch.flip(batch.views, dims=[-1]).contiguous()  # any other views of the same boxes
+    system = build(method, k, gamma=0.0, bootstrap_fraction=0.25)  # nb = 2 images
+    _perturb_online(system)
+    target, _ = system.ab_targets(batch._replace(crop_views=crops), captions)
+    with torch.no_grad():
+        p = _expected_p_ema(method, system, batch, captions, 2, ab_views=crops)
+    for i in range(V):
+        torch.testing.assert_close(target[:, i], p, atol=1e-5, rtol=1e-4)
+    # The decoder sees the online tokens of the crop views, not of the base's views.
+    seen = {}
+
+    def hook(module, args, output):
+        seen.setdefault("tokens", args[0])
+
+    system.decoder.register_forward_hook(hook)
+    state = {k: v.clone() for k, v in system.state_dict().items()}  # DINO's step moves its centre
+    base_loss = system.training_loss(batch, captions)[1]["base_loss"]
+    shared_tokens = seen.pop("tokens")
+    system.load_state_dict(state)
+    loss, metrics = system.training_loss(batch._replace(crop_views=crops), captions)
+    assert metrics["base_loss"] == base_loss
+    with torch.no_grad():
+        first = crops[:2, :2] if method == "abdino" else crops[:2]  # DINO: the global views' group
+        expected = system.encoder(first.flatten(0, 1)).tokens
+    torch.testing.assert_close(seen["tokens"], expected)
+    assert not torch.allclose(seen["tokens"], shared_tokens)
+    loss.backward()
+    assert all(p.grad is not None for p in system.decoder.parameters())
+
+
+@pytest.mark.parametrize("method", AB_METHODS)
+def test_crop_views_equal_to_the_views_give_the_shared_loss(method, data):
+    """Crop-only AB views that happen to equal the base's views change nothing but the cost."""
+    batch, captions, k = data
+    system = build(method, k, bootstrap_fraction=0.25)
+    _perturb_online(system)
+    state = {k: v.clone() for k, v in system.state_dict().items()}  # DINO's step moves its centre
+    loss, metrics = system.training_loss(batch, captions)
+    system.load_state_dict(state)
+    calls = []
+    system.encoder.register_forward_hook(lambda *args: calls.append(1))
+    loss_c, metrics_c = system.training_loss(batch._replace(crop_views=batch.views.clone()), captions)
+    torch.testing.assert_close(loss_c, loss, atol=1e-5, rtol=1e-5)
+    assert metrics_c.keys() == metrics.keys()
+    assert len(calls) == (4 if method == "abdino" else 2)  # one more online pass per view group
 
 
 @pytest.mark.parametrize("method", AB_METHODS)

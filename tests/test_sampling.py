@@ -56,6 +56,28 @@ def test_views_are_the_renders_of_their_boxes(pool: ImagePool) -> None:
     torch.testing.assert_close(b.views.view(-1, 3, 32, 32), direct)
 
 
+def test_crop_views_are_the_boxes_without_augmentation(pool: ImagePool) -> None:
+    from vpt_env.core.render import render_crops
+
+    plain = TransitionSampler(pool, view_size=32, seed=2, augment=True).sample(4, views_per_image=3)
+    b = TransitionSampler(pool, view_size=32, seed=2, augment=True, crop_views=True).sample(4, 3)
+    assert plain.crop_views is None and b.crop_views is not None
+    # No extra random draws: everything else is the batch crop_views=False gives.
+    for name in ("views", "boxes", "aug", "image", "caption"):
+        assert torch.equal(getattr(b, name), getattr(plain, name)), name
+    direct = render_crops(pool, b.image.repeat_interleave(3), b.boxes.view(-1, 4), 32)
+    torch.testing.assert_close(b.crop_views.view(-1, 3, 32, 32), direct)
+    assert not torch.allclose(b.crop_views, b.views)  # the augmented views differ
+    u8 = TransitionSampler(pool, view_size=32, seed=2, augment=True, crop_views=True, output="uint8")
+    assert u8.sample(2, 2).crop_views.shape == (2, 2, 32, 32, 3)
+    # Without augmentation the views are crops already: no copy.
+    assert TransitionSampler(pool, view_size=32, crop_views=True).sample(2, 2).crop_views is None
+    with pytest.raises(TypeError, match="crop_views"):
+        TransitionSampler(pool, crop_views="yes")
+    with pytest.raises(TypeError, match="augment"):
+        TransitionSampler(pool, augment=None)
+
+
 def test_deterministic_under_its_seed_and_resumable(pool: ImagePool) -> None:
     a = TransitionSampler(pool, view_size=32, seed=5).sample(8)
     b = TransitionSampler(pool, view_size=32, seed=5).sample(8)

@@ -52,6 +52,9 @@ class TransitionBatch(NamedTuple):
         labels: ``(B,)`` int64 image labels, -1 where unknown.
         caption: ``(B,)`` int64 index into :attr:`TransitionSampler.captions` of
             one caption drawn per image, -1 for uncaptioned images.
+        crop_views: the same boxes rendered without augmentation (crops only), like
+            ``views``, when the sampler was built with ``augment=True, crop_views=True``;
+            None otherwise (then ``views`` are crops only, or no crop-only copy was asked for).
     """
 
     views: Tensor
@@ -64,6 +67,7 @@ class TransitionBatch(NamedTuple):
     image: Tensor
     labels: Tensor
     caption: Tensor
+    crop_views: Tensor | None = None
 
 
 class TransitionSampler:
@@ -82,6 +86,10 @@ class TransitionSampler:
         resample_rounds: redraw rounds for ``iou_range``.
         augment: draw a random augmentation per view (uniform over the ranges
             of ``params``) instead of none (AB's views are crops only).
+        crop_views: with ``augment``, also render every view's box without
+            augmentation into ``TransitionBatch.crop_views`` (no extra random
+            draws: the batch is otherwise the one ``crop_views=False`` gives).
+            Ignored without ``augment``.
         params: :class:`EnvParams` for the render (interpolation, augmentation
             ranges); ``view_size`` overrides its view size.
         output: ``"float"`` (default) or ``"uint8"`` views.
@@ -103,6 +111,7 @@ class TransitionSampler:
         iou_range: tuple[float, float] | None = None,
         resample_rounds: int = 8,
         augment: bool = False,
+        crop_views: bool = False,
         params: EnvParams | None = None,
         output: str = "float",
         device: str | torch.device = "cpu",
@@ -121,7 +130,12 @@ class TransitionSampler:
             raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
         self.iou_range = iou_range
         self.resample_rounds = resample_rounds
+        if not isinstance(augment, bool):
+            raise TypeError(f"augment must be a bool, got {type(augment).__name__}")
+        if not isinstance(crop_views, bool):
+            raise TypeError(f"crop_views must be a bool, got {type(crop_views).__name__}")
         self.augment = augment
+        self.crop_views = crop_views
         self.output = output
         self.device = torch.device(device)
         if isinstance(source, ImagePool):
@@ -207,9 +221,11 @@ class TransitionSampler:
             aug = action_to_aug(u, aug, self.params.enabled_mask(self.device), self.params.ranges)
         zeros = torch.zeros(b * v, dtype=torch.int64, device=self.device)
         state = ViewState(flat_image, boxes.view(-1, 4), aug, zeros, zeros, zeros)
-        views = render(self.pool, state, self.params)
-        s = self.params.view_size
-        views = to_uint8(views).view(b, v, s, s, 3) if self.output == "uint8" else views.view(b, v, 3, s, s)
+        views = self._shape(render(self.pool, state, self.params), b, v)
+        crop_views = None
+        if self.augment and self.crop_views:
+            plain = state._replace(aug=identity_aug(b * v, device=self.device))
+            crop_views = self._shape(render(self.pool, plain, self.params), b, v)
         pair_iou = iou(boxes[:, :, None, :], boxes[:, None, :, :])
         valid = ~torch.eye(v, dtype=torch.bool, device=self.device).expand(b, v, v)
         if self.iou_range is not None:
@@ -232,7 +248,13 @@ class TransitionSampler:
             image=image,
             labels=ann.labels[image],
             caption=caption,
+            crop_views=crop_views,
         )
+
+    def _shape(self, views: Tensor, b: int, v: int) -> Tensor:
+        """Rendered ``(B * V, 3, S, S)`` views as ``(B, V, 3, S, S)`` floats or ``(B, V, S, S, 3)`` uint8."""
+        s = self.params.view_size
+        return to_uint8(views).view(b, v, s, s, 3) if self.output == "uint8" else views.view(b, v, 3, s, s)
 
     def caption_text(self, ids: Tensor) -> list[str | None]:
         """The caption strings of ``TransitionBatch.caption`` ids (None for -1)."""

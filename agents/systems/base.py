@@ -10,9 +10,11 @@ trained by cross-entropy towards the TD target
 on every valid ordered pair of views of the *bootstrap* images (the first
 ``max(1, round(B * bootstrap_fraction))`` images of the batch). The online
 ``phi_AB`` reuses the tokens the base loss already computed (no second online
-forward); the target uses the EMA copies of every module, which also serve as
-DINO's teacher. Subclasses (one per base) say how the base loss is computed and
-what the annotation space ``L``, ``psi_AB`` and ``p_ema(l | x)`` are.
+forward) unless the batch carries crop-only AB views (``TransitionBatch.crop_views``,
+``DataConfig.ab_views="crops"``), which get their own online and EMA pass. The
+target uses the EMA copies of every module, which also serve as DINO's teacher.
+Subclasses (one per base) say how the base loss is computed and what the annotation
+space ``L``, ``psi_AB`` and ``p_ema(l | x)`` are.
 """
 
 from __future__ import annotations
@@ -122,7 +124,11 @@ class BaseSystem(nn.Module):
         ema_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations | None:
-        """The annotation space of this batch, or None when it is empty (e.g. no captions)."""
+        """The annotation space of this batch, or None when it is empty (e.g. no captions).
+
+        ``ema_boot`` encodes the bootstrap images' AB views: the base's views when
+        ``ctx["ab_shared"]`` is True, their crop-only copies (``batch.crop_views``) otherwise.
+        """
         raise NotImplementedError
 
     def _end_of_loss(self, ctx: dict[str, Any]) -> None:
@@ -137,7 +143,10 @@ class BaseSystem(nn.Module):
         return [views]
 
     def _ema_bootstrap(self, batch: TransitionBatch, nb: int, ctx: dict[str, Any]) -> list[EncoderOutput]:
-        """EMA encoder outputs of every view of the first ``nb`` images (called under no_grad)."""
+        """EMA encoder outputs of every view of the first ``nb`` images (called under no_grad).
+
+        Used when AB shares the base's views (``batch.crop_views`` is None), so it may reuse ``ctx``.
+        """
         return encode_groups(self.ema["encoder"], self._view_groups(batch.views[:nb]))
 
     # -- the step ---------------------------------------------------------------------------------
@@ -195,8 +204,18 @@ class BaseSystem(nn.Module):
             # Ablation: every move looks the same (the identity box), so Q predicts the
             # average over the image's crops, i.e. crop invariance (METHOD.md: -2.2).
             relative = torch.tensor([0.0, 0.0, 1.0, 1.0], device=relative.device).expand_as(relative)
-        with torch.no_grad():
-            ema_boot = self._ema_bootstrap(batch, nb, ctx)
+        ctx["ab_shared"] = batch.crop_views is None
+        if ctx["ab_shared"]:
+            online_boot = [EncoderOutput(o.pooled[:nb], o.tokens[:nb]) for o in online]
+            with torch.no_grad():
+                ema_boot = self._ema_bootstrap(batch, nb, ctx)
+        else:
+            # Crop-only AB views (DataConfig.ab_views="crops"): one more online pass, over the
+            # bootstrap images only, and the EMA targets of the same crops.
+            groups = self._view_groups(batch.crop_views[:nb])
+            online_boot = encode_groups(self.encoder, groups)
+            with torch.no_grad():
+                ema_boot = encode_groups(self.ema["encoder"], groups)
         ann = self._annotations(batch, captions, ctx, ema_boot, nb)
         if ann is None:  # nothing to predict this batch: a zero that still reaches the AB modules
             v = batch.views.shape[1]
@@ -210,7 +229,7 @@ class BaseSystem(nn.Module):
                 phi_next = decode(self.ema["decoder"], ema_boot, relative)
                 q_next = ab_logits(phi_next, ann.psi_ema, cfg.ab_temperature).softmax(dim=-1)
             target = ab_target(ann.p_next, q_next, valid, cfg.gamma)
-        phi = decode(self.decoder, [EncoderOutput(o.pooled[:nb], o.tokens[:nb]) for o in online], relative)
+        phi = decode(self.decoder, online_boot, relative)
         q_logits = ab_logits(phi, ann.psi, cfg.ab_temperature)
         return ab_loss(q_logits, target, valid), target, valid, ann.psi.shape[0]
 

@@ -63,10 +63,13 @@ class SimCLRSystem(BaseSystem):
         ema = self.ema
         with torch.no_grad():
             boot = pooled_views(ema_boot)  # (nb, V, D)
-            # The bootstrap images are the first annotation images: reuse their EMA view 0.
-            keys = boot[:na, 0]
-            if na > nb:
-                keys = torch.cat([keys, ema["encoder"](batch.views[nb:na, 0]).pooled])
+            if ctx["ab_shared"]:
+                # The bootstrap images are the first annotation images: reuse their EMA view 0.
+                keys = boot[:na, 0]
+                if na > nb:
+                    keys = torch.cat([keys, ema["encoder"](batch.views[nb:na, 0]).pooled])
+            else:  # AB's views are crop-only copies; the annotations are the base's views
+                keys = ema["encoder"](batch.views[:na, 0]).pooled
             psi_ema = ema["psi_head"](keys)
             query = ema["projector"](boot)
             p_next = simclr_probs(

@@ -11,7 +11,9 @@ probe settings. A *row* is one encoder-producing recipe:
 * an ablation of an AB row: ``<ab>-<knob>[-<knob>...]`` with knobs ``gamma<g>`` (AB discount),
   ``noact`` (no action tokens: ``SystemConfig.ab_actions=False``), ``noema`` (no EMA target:
   ``ema_rate=1.0``, the target is the online copy) and ``iou<lo>_<hi>`` (crop pairs whose IoU lies in
-  ``[lo, hi]``: ``DataConfig.iou_range``), e.g. ``abclip-gamma0.9`` or ``abdino-iou0.3_0.6``.
+  ``[lo, hi]``: ``DataConfig.iou_range``) and ``crops`` (AB's views are the base's crops without
+  colour/flip/blur augmentation, the paper's default: ``DataConfig.ab_views="crops"``; a no-op where
+  the base's views are not augmented), e.g. ``abclip-gamma0.9`` or ``abdino-iou0.3_0.6``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class RowSpec:
         return self.method[2:] if self.method.startswith("ab") else self.method
 
 
-_KNOB = re.compile(r"^(?:gamma(?P<gamma>\d+(?:\.\d+)?)|(?P<noact>noact)|(?P<noema>noema)"
+_KNOB = re.compile(r"^(?:gamma(?P<gamma>\d+(?:\.\d+)?)|(?P<noact>noact)|(?P<noema>noema)|(?P<crops>crops)"
                    r"|iou(?P<lo>\d+(?:\.\d+)?)_(?P<hi>\d+(?:\.\d+)?))$")  # fmt: skip
 
 
@@ -75,13 +77,17 @@ def parse_row(name: str) -> RowSpec:
     for knob in knobs:
         m = _KNOB.match(knob)
         if m is None:
-            raise ValueError(f"row {name!r}: unknown knob {knob!r} (gamma<g>, noact, noema, iou<lo>_<hi>)")
+            raise ValueError(
+                f"row {name!r}: unknown knob {knob!r} (gamma<g>, noact, noema, crops, iou<lo>_<hi>)"
+            )
         if m["gamma"] is not None:
             system["gamma"] = float(m["gamma"])
         elif m["noact"]:
             system["ab_actions"] = False
         elif m["noema"]:
             system["ema_rate"] = 1.0
+        elif m["crops"]:
+            data["ab_views"] = "crops"
         else:
             lo, hi = float(m["lo"]), float(m["hi"])
             if not 0.0 <= lo < hi <= 1.0:
