@@ -154,6 +154,11 @@ def test_paired_differences_hand_case() -> None:
     assert linear["n"] == 3 and linear["wins"] == 2
     knn = paired["absimclr vs simclr"]["region"]["knn"]
     assert knn["wins"] == 0 and knn["mean"] == pytest.approx(-0.2 / 3)  # ties are not wins
+    # An ablation row is paired with its base and with its AB row.
+    ablated = paired_differences([*evals, ev("absimclr-crops", 0, 0, 0.80, 0.40)], ("region",))
+    assert list(ablated) == ["absimclr vs simclr", "absimclr-crops vs simclr", "absimclr-crops vs absimclr"]
+    assert ablated["absimclr-crops vs simclr"]["region"]["linear"]["diffs"] == pytest.approx([0.3])
+    assert ablated["absimclr-crops vs absimclr"]["region"]["knn"]["diffs"] == pytest.approx([0.1])
 
 
 def test_parse_ints_names_the_flag() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from agents.eval import format_table
 
 from .probing import PROBE_NAMES, TASKS
-from .profiles import PAIRS, Profile
+from .profiles import PAIRS, Profile, parse_row
 
 __all__ = ["paired_differences", "summarise", "write_outputs"]
 
@@ -78,17 +78,32 @@ def _pair_table(summary: dict[str, Any], tasks: tuple[str, ...]) -> str:
     return "\n".join(lines) if found else ""
 
 
+def _comparisons(rows: list[str]) -> list[tuple[str, str]]:
+    """``(row, reference)`` pairs: each AB row against its base, and an ablation also against its AB row."""
+    out = []
+    for row in _order(rows):
+        spec = parse_row(row)
+        if spec.method is None or not spec.method.startswith("ab"):
+            continue
+        refs = [spec.base] + ([spec.method] if row != spec.method else [])
+        out += [(row, ref) for ref in refs if ref in rows]
+    return out
+
+
 def paired_differences(evals: list[dict[str, Any]], tasks: tuple[str, ...]) -> dict[str, Any]:
     """AB minus its base run by run, matched on (seed, ordering): both share the initial encoder and the
     data order, so the paired difference removes what the seed and the ordering do to both alike.
 
+    An ablation row (``abdino-crops``) is compared with its base (``dino``) and with its AB row
+    (``abdino``), where those rows have runs.
+
     Returns:
         ``{"<ab> vs <base>": {task: {probe: {mean, std, n, wins, diffs}}}}``: scores as fractions;
-        ``wins`` counts the matched runs where AB scored strictly higher.
+        ``wins`` counts the matched runs where the first row scored strictly higher.
     """
     by_key = {(e["row"], e["seed"], e["ordering"]): e for e in evals}
     out: dict[str, Any] = {}
-    for base, ab in PAIRS:
+    for ab, base in _comparisons(sorted({e["row"] for e in evals})):
         keys = sorted((s, o) for r, s, o in by_key if r == ab and (base, s, o) in by_key)
         if not keys:
             continue
@@ -290,7 +305,8 @@ def write_outputs(
             "## AB minus its base, run by run",
             "",
             "Each AB run minus the base run of the same seed and ordering (same initial encoder, same data "
-            "order), in points.",
+            "order), in points. An ablation row is also set against its AB row (e.g. `abdino-crops vs "
+            "abdino`).",
             "",
             paired_table,
             "",
