@@ -1,7 +1,7 @@
 """Step cost of each AB system against its base, same encoder and batch, measured side by side.
 
 Usage: ``python benchmarks/step_cost.py [--device cpu] [--encoder cnn] [--batch-size 64]
-[--view-size 32] [--rounds 5] [--steps 3] [--threads N]``
+[--view-size 32] [--rounds 5] [--steps 3] [--threads N] [--ab-views shared|crops]``
 
 For each base (SimCLR, DINO, CLIP, supervised) and its AB version, one
 training step is ``training_loss`` + backward + gradient clipping + AdamW
@@ -9,8 +9,10 @@ step + ``after_step`` (the EMA update), on the same pre-sampled batches of
 the embedded scenes (sampling is identical for both and not timed). The two
 systems alternate over ``--rounds`` rounds of ``--steps`` steps each (so
 machine load hits both alike) and each keeps its median round. Target
-(issue 6): AB costs at most 1.5x its base. Writes JSON under
-``benchmarks/results/``.
+(issue 6): AB costs at most 1.5x its base. ``--ab-views crops`` times AB with
+crop-only AB views (``DataConfig.ab_views="crops"``: augmented batches that
+also carry the un-augmented crops, which AB encodes in one more pass; the base
+ignores them). Writes JSON under ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 
+from agents.pretrain import AB_VIEWS
 from agents.systems import SystemConfig, make_system
 from agents.trainer import default_param_groups
 from vpt_env import TransitionSampler
@@ -77,13 +80,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per timed round")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--bases", default=",".join(BASES))
+    parser.add_argument(
+        "--ab-views", default="shared", choices=AB_VIEWS, help="AB's views (DataConfig.ab_views)"
+    )
     parser.add_argument("--json", default=None, help="default: benchmarks/results/step_cost_<device>.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    crops = args.ab_views == "crops"
     sampler = TransitionSampler(
-        SceneSource(n_images=1000), view_size=args.view_size, device=device, seed=0
+        SceneSource(n_images=1000),
+        view_size=args.view_size,
+        device=device,
+        seed=0,
+        augment=crops,
+        crop_views=crops,
     )
     classes = sampler.pool.annotations.num_classes
     batches = [sampler.sample(args.batch_size, args.views) for _ in range(args.steps)]
@@ -125,7 +137,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['base']} | {r['base_ms']:.1f} | {r['ab_ms']:.1f} | {r['ratio']:.2f} |")
     print(f"wrote {path} ({name}, encoder {args.encoder}, batch {args.batch_size}x{args.views} views "
-          f"of {args.view_size} px)")
+          f"of {args.view_size} px, AB views {args.ab_views})")
 
 
 if __name__ == "__main__":
