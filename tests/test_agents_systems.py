@@ -402,3 +402,22 @@ def test_no_action_tokens_ablation_makes_q_ignore_the_move(data):
     assert torch.equal(rel, torch.tensor([0.0, 0.0, 1.0, 1.0]).expand_as(rel))
     with pytest.raises(ValueError, match="ab_actions"):
         SystemConfig("absimclr", ab_actions="no")
+
+
+def test_abdino_without_psi_gradient_leaves_the_prototypes_to_dino(data):
+    """ab_psi_grad=False: the prototypes get DINO's gradient only (the AB loss still trains the rest)."""
+    batch, captions, k = data
+    grads = {}
+    for name, overrides in (("dino", {}), ("abdino", {}), ("abdino", {"ab_psi_grad": False})):
+        system = build(name, k, **overrides)
+        loss, _ = system.training_loss(batch, captions)
+        loss.backward()
+        grads[(name, bool(overrides))] = system.head.prototype_weight.grad.clone()
+        if overrides:
+            assert all(p.grad is not None for p in system.decoder.parameters())
+    assert torch.equal(grads[("abdino", True)], grads[("dino", False)])
+    assert not torch.allclose(grads[("abdino", False)], grads[("dino", False)])
+    with pytest.raises(ValueError, match="ab_psi_grad=False applies to method='abdino' only"):
+        SystemConfig("absimclr", ab_psi_grad=False)
+    with pytest.raises(ValueError, match="ab_psi_grad must be"):
+        SystemConfig("abdino", ab_psi_grad="no")

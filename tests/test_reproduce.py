@@ -176,7 +176,8 @@ def test_rows_and_ablation_knobs() -> None:
     assert parse_row("abdino-noema").system == {"ema_rate": 1.0}
     assert parse_row("absimclr-iou0.3_0.6").data == {"iou_range": (0.3, 0.6)}
     assert parse_row("abdino-crops-gamma0").data == {"ab_views": "crops"}
-    for bad in ("clip-noact", "dino-crops", "abclip-warp", "byol", "abclip-iou0.6_0.3"):
+    assert parse_row("abdino-nopsigrad").system == {"ab_psi_grad": False}
+    for bad in ("clip-noact", "dino-crops", "absimclr-nopsigrad", "abclip-warp", "byol", "abclip-iou0.6_0.3"):
         with pytest.raises(ValueError):
             parse_row(bad)
     quick = PROFILES["cpu-quick"]

@@ -66,6 +66,10 @@ class SystemConfig:
     ab_actions: bool = True
     """Condition ``Q`` on the action (the relative box). False is the paper's "no action tokens"
     ablation: every move is given as the identity box, so ``Q`` learns the average over crops."""
+    ab_psi_grad: bool = True
+    """Let the AB loss train ``psi_AB`` where the base method trains it too: ABDINO's ``psi_AB`` is
+    DINO's prototype matrix. False stops that gradient (a diagnostic: does AB's pull on the
+    prototypes hurt DINO?). Only ``abdino`` shares ``psi_AB`` with its base, so only it accepts False."""
     simclr_temperature: float = 0.1
     """NT-Xent temperature (> 0), also of ABSimCLR's ``p(l | x)``."""
     clip_init_temperature: float = 0.07
@@ -128,6 +132,13 @@ class SystemConfig:
             )
         if not isinstance(self.ab_actions, bool):
             raise ValueError(f"ab_actions must be True or False, got {self.ab_actions!r}")
+        if not isinstance(self.ab_psi_grad, bool):
+            raise ValueError(f"ab_psi_grad must be True or False, got {self.ab_psi_grad!r}")
+        if not self.ab_psi_grad and self.method != "abdino":
+            raise ValueError(
+                f"ab_psi_grad=False applies to method='abdino' only (the one whose psi_AB the base "
+                f"also trains), got method={self.method!r}"
+            )
         _in_range("gamma", self.gamma, 0.0, 1.0, "[0, 1)", high_open=True)
         _in_range("ema_rate", self.ema_rate, 0.0, 1.0, "[0, 1]")
         _in_range("dino_center_momentum", self.dino_center_momentum, 0.0, 1.0, "[0, 1]")

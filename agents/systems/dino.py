@@ -97,4 +97,5 @@ class DINOSystem(BaseSystem):
             head = self.ema["head"]
             p_next = teacher_probs(head(pooled_views(ema_boot)), self.center, c.dino_teacher_temp)
             psi_ema = head.prototypes
-        return Annotations(self.head.prototypes, psi_ema, p_next)
+        psi = self.head.prototypes if c.ab_psi_grad else self.head.prototypes.detach()
+        return Annotations(psi, psi_ema, p_next)

@@ -13,7 +13,9 @@ probe settings. A *row* is one encoder-producing recipe:
   ``ema_rate=1.0``, the target is the online copy) and ``iou<lo>_<hi>`` (crop pairs whose IoU lies in
   ``[lo, hi]``: ``DataConfig.iou_range``) and ``crops`` (AB's views are the base's crops without
   colour/flip/blur augmentation, the paper's default: ``DataConfig.ab_views="crops"``; a no-op where
-  the base's views are not augmented), e.g. ``abclip-gamma0.9`` or ``abdino-iou0.3_0.6``.
+  the base's views are not augmented), ``nopsigrad`` (``abdino`` only: the AB loss does not train
+  DINO's prototype matrix, ``SystemConfig.ab_psi_grad=False``), e.g. ``abclip-gamma0.9`` or
+  ``abdino-iou0.3_0.6``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class RowSpec:
 
 
 _KNOB = re.compile(r"^(?:gamma(?P<gamma>\d+(?:\.\d+)?)|(?P<noact>noact)|(?P<noema>noema)|(?P<crops>crops)"
+                   r"|(?P<nopsigrad>nopsigrad)"
                    r"|iou(?P<lo>\d+(?:\.\d+)?)_(?P<hi>\d+(?:\.\d+)?))$")  # fmt: skip
 
 
@@ -78,7 +81,8 @@ def parse_row(name: str) -> RowSpec:
         m = _KNOB.match(knob)
         if m is None:
             raise ValueError(
-                f"row {name!r}: unknown knob {knob!r} (gamma<g>, noact, noema, crops, iou<lo>_<hi>)"
+                f"row {name!r}: unknown knob {knob!r} "
+                "(gamma<g>, noact, noema, crops, nopsigrad, iou<lo>_<hi>)"
             )
         if m["gamma"] is not None:
             system["gamma"] = float(m["gamma"])
@@ -88,6 +92,10 @@ def parse_row(name: str) -> RowSpec:
             system["ema_rate"] = 1.0
         elif m["crops"]:
             data["ab_views"] = "crops"
+        elif m["nopsigrad"]:
+            if method != "abdino":
+                raise ValueError(f"row {name!r}: nopsigrad applies to abdino only")
+            system["ab_psi_grad"] = False
         else:
             lo, hi = float(m["lo"]), float(m["hi"])
             if not 0.0 <= lo < hi <= 1.0:
