@@ -94,6 +94,8 @@ class DataConfig:
             raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1, got {self.scale!r}")
         if self.iou_range is not None:
             self.iou_range = tuple(self.iou_range)  # type: ignore[assignment]
+        if self.augment is not None and not isinstance(self.augment, bool):
+            raise TypeError(f"augment must be None, True or False, got {self.augment!r}")
         if self.ab_views not in AB_VIEWS:
             raise ValueError(f"ab_views must be one of {AB_VIEWS}, got {self.ab_views!r}")
 
@@ -120,7 +122,7 @@ def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) ->
         view_size=data.view_size,
         scale=data.scale,
         iou_range=data.iou_range,
-        augment=bool(augment),
+        augment=augment,
         crop_views=crop_views,
         device=data.device,
         seed=seed,

@@ -164,6 +164,8 @@ def test_ab_views_crops_reaches_the_sampler_of_ab_methods_only():
     assert build_sampler(data, method="abclip").sample(2, 2).crop_views is None  # not augmented
     with pytest.raises(ValueError, match="ab_views must be one of"):
         DataConfig(ab_views="plain")
+    with pytest.raises(TypeError, match="augment must be None, True or False"):
+        DataConfig(augment="no")
 
 
 def test_missing_and_corrupt_files_give_clear_errors(tmp_path, capsys):
