@@ -177,7 +177,9 @@ def test_rows_and_ablation_knobs() -> None:
     assert parse_row("absimclr-iou0.3_0.6").data == {"iou_range": (0.3, 0.6)}
     assert parse_row("abdino-crops-gamma0").data == {"ab_views": "crops"}
     assert parse_row("abdino-nopsigrad").system == {"ab_psi_grad": False}
-    for bad in ("clip-noact", "dino-crops", "absimclr-nopsigrad", "abclip-warp", "byol", "abclip-iou0.6_0.3"):
+    assert parse_row("abdino-w0.25-crops").system == {"ab_weight": 0.25}
+    bad_rows = ("clip-noact", "dino-crops", "absimclr-nopsigrad", "abclip-warp", "abclip-w", "dino-w0.5")
+    for bad in (*bad_rows, "byol", "abclip-iou0.6_0.3"):
         with pytest.raises(ValueError):
             parse_row(bad)
     quick = PROFILES["cpu-quick"]

@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated rows or groups: default, pairs, ablations, all; rows: random, "
         "supervised, clip, abclip, simclr, absimclr, dino, abdino, and ablations "
-        "<ab>-gamma<g>, <ab>-noact, <ab>-noema, <ab>-crops, abdino-nopsigrad, <ab>-iou<lo>_<hi> "
+        "<ab>-gamma<g>, <ab>-noact, <ab>-noema, <ab>-crops, abdino-nopsigrad, <ab>-w<weight>, "
+        "<ab>-iou<lo>_<hi> "
         "(default: the profile's)",
     )
     p.add_argument(

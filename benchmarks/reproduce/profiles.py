@@ -14,8 +14,9 @@ probe settings. A *row* is one encoder-producing recipe:
   ``[lo, hi]``: ``DataConfig.iou_range``) and ``crops`` (AB's views are the base's crops without
   colour/flip/blur augmentation, the paper's default: ``DataConfig.ab_views="crops"``; a no-op where
   the base's views are not augmented), ``nopsigrad`` (``abdino`` only: the AB loss does not train
-  DINO's prototype matrix, ``SystemConfig.ab_psi_grad=False``), e.g. ``abclip-gamma0.9`` or
-  ``abdino-iou0.3_0.6``.
+  DINO's prototype matrix, ``SystemConfig.ab_psi_grad=False``) and ``w<weight>`` (the AB loss's
+  weight against the base loss, ``SystemConfig.ab_weight``; 1 by default), e.g. ``abclip-gamma0.9``,
+  ``abdino-w0.25`` or ``abdino-iou0.3_0.6``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class RowSpec:
 
 
 _KNOB = re.compile(r"^(?:gamma(?P<gamma>\d+(?:\.\d+)?)|(?P<noact>noact)|(?P<noema>noema)|(?P<crops>crops)"
-                   r"|(?P<nopsigrad>nopsigrad)"
+                   r"|(?P<nopsigrad>nopsigrad)|w(?P<weight>\d+(?:\.\d+)?)"
                    r"|iou(?P<lo>\d+(?:\.\d+)?)_(?P<hi>\d+(?:\.\d+)?))$")  # fmt: skip
 
 
@@ -82,10 +83,12 @@ def parse_row(name: str) -> RowSpec:
         if m is None:
             raise ValueError(
                 f"row {name!r}: unknown knob {knob!r} "
-                "(gamma<g>, noact, noema, crops, nopsigrad, iou<lo>_<hi>)"
+                "(gamma<g>, noact, noema, crops, nopsigrad, w<weight>, iou<lo>_<hi>)"
             )
         if m["gamma"] is not None:
             system["gamma"] = float(m["gamma"])
+        elif m["weight"] is not None:
+            system["ab_weight"] = float(m["weight"])
         elif m["noact"]:
             system["ab_actions"] = False
         elif m["noema"]:
