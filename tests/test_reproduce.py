@@ -179,7 +179,7 @@ def test_rows_and_ablation_knobs() -> None:
     assert parse_row("abdino-nopsigrad").system == {"ab_psi_grad": False}
     assert parse_row("abdino-w0.25-crops").system == {"ab_weight": 0.25}
     bad_rows = ("clip-noact", "dino-crops", "absimclr-nopsigrad", "abclip-warp", "abclip-w", "dino-w0.5")
-    for bad in (*bad_rows, "byol", "abclip-iou0.6_0.3"):
+    for bad in (*bad_rows, "byol", "abclip-iou0.6_0.3", "abdino-w0.25-w0.5", "abclip-noact-noact"):
         with pytest.raises(ValueError):
             parse_row(bad)
     quick = PROFILES["cpu-quick"]

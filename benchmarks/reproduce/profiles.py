@@ -65,7 +65,8 @@ def parse_row(name: str) -> RowSpec:
     """The :class:`RowSpec` of a row name (see the module docstring).
 
     Raises:
-        ValueError: an unknown method or knob, or a knob on a non-AB method.
+        ValueError: an unknown method or knob, a knob on a non-AB method, or two knobs setting one
+            field (``abdino-w0.25-w0.5``).
     """
     if name == "random":
         return RowSpec(name, None)
@@ -85,6 +86,7 @@ def parse_row(name: str) -> RowSpec:
                 f"row {name!r}: unknown knob {knob!r} "
                 "(gamma<g>, noact, noema, crops, nopsigrad, w<weight>, iou<lo>_<hi>)"
             )
+        n_set = len(system) + len(data)
         if m["gamma"] is not None:
             system["gamma"] = float(m["gamma"])
         elif m["weight"] is not None:
@@ -104,6 +106,8 @@ def parse_row(name: str) -> RowSpec:
             if not 0.0 <= lo < hi <= 1.0:
                 raise ValueError(f"row {name!r}: iou bounds must satisfy 0 <= lo < hi <= 1")
             data["iou_range"] = (lo, hi)
+        if len(system) + len(data) == n_set:  # the knob's field was set already: refuse, do not overwrite
+            raise ValueError(f"row {name!r}: knob {knob!r} sets what an earlier knob of the row already set")
     return RowSpec(name, method, system, data)
 
 
