@@ -19,7 +19,7 @@ PROBES = ("linear", "knn", "attentive")
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from reproduce.cli import parse_ints  # noqa: E402
 from reproduce.profiles import PROFILES, expand_rows, parse_row  # noqa: E402
-from reproduce.report import paired_differences  # noqa: E402
+from reproduce.report import paired_differences, run_times  # noqa: E402
 from reproduce.runner import configs, plan  # noqa: E402
 
 
@@ -68,6 +68,32 @@ def test_smoke_writes_table_json_and_plots(
     assert record["paired"]["absimclr vs simclr"]["scene"]["linear"]["n"] == 1
     for row in ROWS:
         assert f"| {row} |" in table
+    # Each task's probe time is recorded, and the table reports time per run of every row.
+    assert all(r["eval"]["final"][task]["wall_s"] > 0 for r in record["runs"] for task in TASKS)
+    assert "## Time per run" in table
+    assert record["times"]["random"]["training_s"] is None and record["times"]["random"]["probing_n"] == 1
+    assert all(record["times"][row]["training_n"] == 1 for row in ROWS if row != "random")
+
+
+def test_run_times_hand_case() -> None:
+    def run(row: str, train_s: float | None, probe_s: list[float] | None) -> dict:
+        final = {t: {"wall_s": s} for t, s in zip(TASKS, probe_s or [], strict=False)}
+        if probe_s is None:  # a run probed before probe times were recorded
+            final = {t: {"linear": {"top1": 0.5}} for t in TASKS}
+        train = None if train_s is None else {"wall_s_last_call": train_s}
+        return {"row": row, "train": train, "eval": {"final": final}}
+
+    times = run_times(
+        [
+            run("simclr", 10.0, [1.0, 2.0, 3.0]),
+            run("simclr", 20.0, [2.0, 2.0, 2.0]),
+            run("simclr", 30.0, None),
+            run("random", None, [0.5, 0.5, 1.0]),
+        ]
+    )
+    assert list(times) == ["random", "simclr"]
+    assert times["simclr"] == {"training_s": 20.0, "training_n": 3, "probing_s": 6.0, "probing_n": 2}
+    assert times["random"] == {"training_s": None, "training_n": 0, "probing_s": 2.0, "probing_n": 1}
 
 
 def test_second_invocation_skips_finished_runs(

@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             if status in ("todo", "partial")
             else read_json(run.dir / "train.json")
         )
+        trained = time.monotonic()
         ev = evaluate_run(run, profile, probes, device)
         if status != "done":
             scores = ", ".join(
@@ -177,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                 for t, r in ev["final"].items()
                 if "attentive" in r
             )
-            print(f"    {time.monotonic() - start:.1f} s; attentive probe: {scores}", flush=True)
+            print(
+                f"    {time.monotonic() - start:.1f} s (training {trained - start:.1f} s, probing "
+                f"{time.monotonic() - trained:.1f} s); attentive probe: {scores}",
+                flush=True,
+            )
         records.append(
             {
                 "key": run.key,
@@ -188,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
                 "train": train,
                 "eval": ev,
             }
+        )
+    if probes.render_s:
+        print(
+            "probe views rendered in "
+            + ", ".join(f"{name} {s:.1f} s" for name, s in probes.render_s.items()),
+            flush=True,
         )
     if missing:
         why = "--report-only" if args.report_only else f"past the time budget of {args.time_budget:g} s"

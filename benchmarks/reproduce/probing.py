@@ -8,6 +8,7 @@ run, and the curve tasks on its kept intermediate checkpoints; results are cache
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ class ProbeSet:
         self.profile, self.device = profile, device
         self.size = profile.probe_view_size or profile.view_size
         self._data: dict[str, ProbeData] = {}
+        self.render_s: dict[str, float] = {}  # seconds spent rendering each task's probe views
 
     def _source(self, split: str) -> Any:
         p = self.profile
@@ -60,6 +62,7 @@ class ProbeSet:
 
     def data(self, name: str) -> ProbeData:
         if name not in self._data:
+            start = time.monotonic()
             src, task = {
                 "scene": ("train", "image"),
                 "region": ("train", "objects"),
@@ -68,9 +71,24 @@ class ProbeSet:
             self._data[name] = probe_views(
                 self._source(src), view_size=self.size, task=task, device=self.device
             )
+            self.render_s[name] = time.monotonic() - start
         return self._data[name]
 
     def evaluate(self, encoder: torch.nn.Module, task: str, probes: tuple[str, ...]) -> dict[str, Any]:
+        """``task``'s probe results for ``encoder``, with ``wall_s``: the seconds spent probing.
+
+        ``wall_s`` excludes rendering the probe views (once per process; :attr:`render_s`).
+        """
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; tasks: {list(TASKS)}")
+        for name in ("region", "heldout_test") if task == "heldout" else (task,):
+            self.data(name)  # render first, outside the timing
+        start = time.monotonic()
+        out = self._evaluate(encoder, task, probes)
+        out["wall_s"] = round(time.monotonic() - start, 3)
+        return out
+
+    def _evaluate(self, encoder: torch.nn.Module, task: str, probes: tuple[str, ...]) -> dict[str, Any]:
         p = self.profile
         kw = dict(linear_epochs=p.linear_epochs, attentive_epochs=p.attentive_epochs)
         if task in ("scene", "region"):
@@ -87,8 +105,6 @@ class ProbeSet:
             )
             out["task"] = task
             return out
-        if task != "heldout":
-            raise ValueError(f"unknown task {task!r}; tasks: {list(TASKS)}")
         return probe_heldout(
             encoder,
             self.data("region"),

@@ -168,6 +168,42 @@ def _curve_points(
     return out
 
 
+def run_times(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean seconds per run of each row: ``training`` (the last training call's wall time; a resumed
+    run counts only its last part) and ``probing`` (the final probes of the three tasks, probe-view
+    rendering excluded), each with the number of runs that recorded it."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in _order(list(dict.fromkeys(r["row"] for r in runs))):
+        mine = [r for r in runs if r["row"] == row]
+        train = [
+            r["train"]["wall_s_last_call"] for r in mine if (r.get("train") or {}).get("wall_s_last_call")
+        ]
+        probe = [
+            sum(t["wall_s"] for t in final.values())
+            for r in mine
+            if (final := (r.get("eval") or {}).get("final")) and all("wall_s" in t for t in final.values())
+        ]
+        out[row] = {
+            "training_s": sum(train) / len(train) if train else None,
+            "training_n": len(train),
+            "probing_s": sum(probe) / len(probe) if probe else None,
+            "probing_n": len(probe),
+        }
+    return out
+
+
+def _times_table(times: dict[str, dict[str, Any]]) -> str:
+    def cell(mean: float | None, n: int) -> str:
+        return "-" if mean is None else f"{mean:.1f} (n={n})"
+
+    lines = ["| row | training s | probing s |", "|---|---|---|"]
+    for row, t in times.items():
+        lines.append(
+            f"| {row} | {cell(t['training_s'], t['training_n'])} | {cell(t['probing_s'], t['probing_n'])} |"
+        )
+    return "\n".join(lines)
+
+
 def _plots(
     summary: dict[str, Any], evals: list[dict[str, Any]], profile: Profile, out: Path, title: str
 ) -> list[Path]:
@@ -311,6 +347,17 @@ def write_outputs(
             paired_table,
             "",
         ]
+    times = run_times(runs)
+    parts += [
+        "## Time per run",
+        "",
+        "Mean wall seconds per run on this machine: training (the last training call; a resumed run "
+        "counts only its last part) and the final probes of the three tasks (probe-view rendering "
+        "excluded; `-` where the runs predate this record).",
+        "",
+        _times_table(times),
+        "",
+    ]
     paths = {"table": out / "table.md", "json": out / "results.json"}
     paths["table"].write_text("\n".join(parts))
     record = {
@@ -318,6 +365,7 @@ def write_outputs(
         "profile": {**_jsonable(profile), "fingerprint": profile.fingerprint()},
         "summary": summary,
         "paired": paired,
+        "times": times,
         "runs": runs,
         "missing": list(missing or []),
     }
