@@ -3,9 +3,11 @@
 #
 #   benchmarks/gpu_session.sh check OUT          # ~4 min: the device tests, env throughput, step cost,
 #                                                # and a 40-step timing of every row of the gpu profile
-#   benchmarks/gpu_session.sh reproduce OUT [S]  # the gpu profile of benchmarks/reproduce.py as 3
+#   benchmarks/gpu_session.sh reproduce OUT [S] [ARGS...]
+#                                                # the gpu profile of benchmarks/reproduce.py as 3
 #                                                # processes (one per seed) on the one GPU; no run starts
-#                                                # after S seconds (default 320); then the report
+#                                                # after S seconds (default 320); then the report. ARGS go
+#                                                # to every reproduce.py call (e.g. --set steps=800)
 #
 # Everything it measures lands in OUT: logs, JSON, and gpu_results.tar.gz (the reproduction's tables,
 # plots and per-run JSON; checkpoints left out). Steps that fail are reported and the script goes on.
@@ -13,6 +15,7 @@ set -u
 mode=${1:?usage: gpu_session.sh check|reproduce OUT [budget_s]}
 out=${2:?usage: gpu_session.sh check|reproduce OUT [budget_s]}
 budget=${3:-320}
+extra=("${@:4}")
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
@@ -47,11 +50,12 @@ check)
 reproduce)
   for seed in 0 1 2; do
     $py benchmarks/reproduce.py --profile gpu --seeds $seed --time-budget "$budget" --no-plots \
-      --out /tmp/reproduce_gpu >"$out/seed$seed.log" 2>&1 &
+      --out /tmp/reproduce_gpu "${extra[@]}" >"$out/seed$seed.log" 2>&1 &
   done
   wait
   tail -n 4 "$out"/seed*.log
-  step report 120 $py benchmarks/reproduce.py --profile gpu --report-only --out /tmp/reproduce_gpu
+  step report 120 $py benchmarks/reproduce.py --profile gpu --report-only --out /tmp/reproduce_gpu \
+    "${extra[@]}"
   tar czf "$out/gpu_results.tar.gz" --exclude='*.pt' -C /tmp reproduce_gpu
   ;;
 *)
