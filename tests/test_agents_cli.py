@@ -11,8 +11,23 @@ from agents.cli import main
 from agents.export import load_encoder, load_system, save_encoder
 
 TINY = [
-    "--encoder-kwargs", '{"width": 8}', "--embed-dim", "16", "--hidden-dim", "16", "--decoder-dim", "16",
-    "--source", "photos", "--view-size", "16", "--batch-size", "4", "--no-progress", "--threads", "1",
+    "--encoder-kwargs",
+    '{"width": 8}',
+    "--embed-dim",
+    "16",
+    "--hidden-dim",
+    "16",
+    "--decoder-dim",
+    "16",
+    "--source",
+    "photos",
+    "--view-size",
+    "16",
+    "--batch-size",
+    "4",
+    "--no-progress",
+    "--threads",
+    "1",
 ]
 
 
@@ -90,12 +105,30 @@ def test_pretrain_under_torchrun_environment(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "agents.cli", "pretrain", "--method", "simclr", "--steps", "2",
-           "--out-dir", str(run), *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agents.cli",
+        "pretrain",
+        "--method",
+        "simclr",
+        "--steps",
+        "2",
+        "--out-dir",
+        str(run),
+        *TINY,
+    ]
     procs = []
     for r in range(2):
-        env = {**os.environ, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "RANK": str(r),
+            "LOCAL_RANK": str(r),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
+        }
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     try:
         outs = [p.communicate(timeout=120) for p in procs]
