@@ -8,15 +8,16 @@ probe settings. A *row* is one encoder-producing recipe:
   trained row of that seed starts from: systems build their encoder first).
 * ``supervised``: the supervised base on the scenes' object labels (the ceiling).
 * a base (``clip``, ``simclr``, ``dino``) or its AB version (``abclip``, ...).
-* an ablation of an AB row: ``<ab>-<knob>[-<knob>...]`` with knobs ``gamma<g>`` (AB discount),
-  ``noact`` (no action tokens: ``SystemConfig.ab_actions=False``), ``noema`` (no EMA target:
-  ``ema_rate=1.0``, the target is the online copy) and ``iou<lo>_<hi>`` (crop pairs whose IoU lies in
+* an ablation of an AB row: ``<ab>-<knob>[-<knob>...]`` with knobs ``gamma<g>`` (AB discount), ``noact`` (no
+  action tokens: ``SystemConfig.ab_actions=False``), ``noema`` (no EMA target: ``ema_rate=1.0``, the target
+  is the online copy; for ``abdino`` this also removes DINO's own momentum teacher, which shares the EMA
+  copy, and DINO collapses: CALIBRATION.md c22) and ``iou<lo>_<hi>`` (crop pairs whose IoU lies in
   ``[lo, hi]``: ``DataConfig.iou_range``) and ``crops`` (AB's views are the base's crops without
-  colour/flip/blur augmentation, the paper's default: ``DataConfig.ab_views="crops"``; a no-op where
-  the base's views are not augmented), ``nopsigrad`` (``abdino`` only: the AB loss does not train
-  DINO's prototype matrix, ``SystemConfig.ab_psi_grad=False``) and ``w<weight>`` (the AB loss's
-  weight against the base loss, ``SystemConfig.ab_weight``; 1 by default), e.g. ``abclip-gamma0.9``,
-  ``abdino-w0.25`` or ``abdino-iou0.3_0.6``.
+  colour/flip/blur augmentation, the paper's default: ``DataConfig.ab_views="crops"``; a no-op where the
+  base's views are not augmented), ``nopsigrad`` (``abdino`` only: the AB loss does not train DINO's
+  prototype matrix, ``SystemConfig.ab_psi_grad=False``) and ``w<weight>`` (the AB loss's weight against the
+  base loss, ``SystemConfig.ab_weight``; 1 by default), e.g. ``abclip-gamma0.9``, ``abdino-w0.25`` or
+  ``abdino-iou0.3_0.6``.
 """
 
 from __future__ import annotations
