@@ -123,8 +123,14 @@ def build(
     from vpt_env.data.scenes import SceneSource
 
     sampler = TransitionSampler(SceneSource(n_images=16, caption_fraction=0.9), view_size=16, seed=0)
-    small = {"encoder_kwargs": {"width": 8}, "embed_dim": 16, "hidden_dim": 16, "decoder_dim": 16,
-             "text_dim": 16, "dino_prototypes": 32}
+    small = {
+        "encoder_kwargs": {"width": 8},
+        "embed_dim": 16,
+        "hidden_dim": 16,
+        "decoder_dim": 16,
+        "text_dim": 16,
+        "dino_prototypes": 32,
+    }
     model = make_system(SystemConfig(system, **small), num_classes=sampler.pool.annotations.num_classes)
     return Trainer(model, sampler, make_config(out_dir, **kw))
 

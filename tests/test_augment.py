@@ -34,6 +34,7 @@ def apply_augmentation(x: torch.Tensor, aug: torch.Tensor, max_blur_sigma: float
     """The library function on channels-last views (the formulas below are written per pixel)."""
     return _apply_augmentation(x.permute(0, 3, 1, 2), aug, max_blur_sigma).permute(0, 2, 3, 1)
 
+
 LUMA = (0.299, 0.587, 0.114)
 SIZE = 24
 

@@ -59,8 +59,12 @@ def test_env_raises_memory_for_novelty_and_vector_matches_single(device: torch.d
     single = gym.make("ImageViewDiscrete-v0", device=device, **kw)
     assert single.unwrapped.params.memory == 4
     vec = gym.make_vec(
-        "ImageViewDiscrete-v0", num_envs=3, vectorization_mode="vector_entry_point", device=device,
-        max_episode_steps=5, **kw,
+        "ImageViewDiscrete-v0",
+        num_envs=3,
+        vectorization_mode="vector_entry_point",
+        device=device,
+        max_episode_steps=5,
+        **kw,
     )
     singles = [gym.make("ImageViewDiscrete-v0", device=device, max_episode_steps=5, **kw) for _ in range(3)]
     vec.reset(seed=4)

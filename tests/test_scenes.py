@@ -178,9 +178,12 @@ def test_scene_annotations() -> None:
         for label in ann.box_labels:
             assert src.classes[label] in src.caption(i)
     assert 0.1 < src.captioned.mean() < 0.3
-    assert src.caption(0).count(" at the ") + src.caption(0).count(" on the ") + src.caption(0).count(
-        " in the centre"
-    ) == counts[0]
+    assert (
+        src.caption(0).count(" at the ")
+        + src.caption(0).count(" on the ")
+        + src.caption(0).count(" in the centre")
+        == counts[0]
+    )
 
 
 def test_annotate_captioned_hides_unlabeled_scenes() -> None:
@@ -244,10 +247,16 @@ def test_config_object_and_overrides() -> None:
 
 def test_bad_parameters_are_named() -> None:
     for kw, name in [
-        ({"size": 8}, "size"), ({"objects": (3, 2)}, "objects"), ({"object_size": (0.5, 0.2)}, "object_size"),
-        ({"colour_mode": "neon"}, "colour_mode"), ({"background": "space"}, "background"),
-        ({"caption_fraction": 1.5}, "caption_fraction"), ({"object_sets": ("mnist",)}, "object_sets"),
-        ({"split": "val"}, "split"), ({"annotate": "some"}, "annotate"), ({"max_overlap": -1}, "max_overlap"),
+        ({"size": 8}, "size"),
+        ({"objects": (3, 2)}, "objects"),
+        ({"object_size": (0.5, 0.2)}, "object_size"),
+        ({"colour_mode": "neon"}, "colour_mode"),
+        ({"background": "space"}, "background"),
+        ({"caption_fraction": 1.5}, "caption_fraction"),
+        ({"object_sets": ("mnist",)}, "object_sets"),
+        ({"split": "val"}, "split"),
+        ({"annotate": "some"}, "annotate"),
+        ({"max_overlap": -1}, "max_overlap"),
     ]:
         with pytest.raises(ValueError, match=name):
             SceneSource(n_images=2, **kw)
@@ -279,8 +288,10 @@ def test_caption_words_reach_the_scenes_but_not_the_pixels(tmp_path: Path) -> No
     bare = SceneSource(n_images=12, caption_fraction=1.0, caption_words=(), cache=tmp_path)
     assert bare.cache_key() == full.cache_key()
     for i in range(12):
-        parts = [("an " if n[0] in "aeiou" else "a ") + n for n in map(full.classes.__getitem__,
-                                                                        full.annotation(i).box_labels)]
+        parts = [
+            ("an " if n[0] in "aeiou" else "a ") + n
+            for n in map(full.classes.__getitem__, full.annotation(i).box_labels)
+        ]
         expected = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
         assert bare.annotation(i).captions == [expected]
         assert len(expected) < len(full.caption(i))
