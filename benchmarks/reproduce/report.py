@@ -184,9 +184,9 @@ def run_times(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             if (final := (r.get("eval") or {}).get("final")) and all("wall_s" in t for t in final.values())
         ]
         out[row] = {
-            "training_s": sum(train) / len(train) if train else None,
+            "training_s": _mean_std(train)[0] if train else None,
             "training_n": len(train),
-            "probing_s": sum(probe) / len(probe) if probe else None,
+            "probing_s": _mean_std(probe)[0] if probe else None,
             "probing_n": len(probe),
         }
     return out
