@@ -10,63 +10,32 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _system_helpers import (
+    AB_METHODS,
+    BASES,
+    SMALL,
+    B,
+    V,
+    build,
+    expected_p_ema,
+    perturb_online,
+)
 
 from agents.systems import METHODS, SystemConfig, make_system
 from agents.trainer import TrainConfig, Trainer, default_param_groups
 from vpt_env import TransitionSampler
-from vpt_env.data.scenes import SceneSource
 
-AB_METHODS = [m for m in METHODS if m.startswith("ab")]
-BASES = [m for m in METHODS if not m.startswith("ab")]
 AB_KEYS = {"ab_loss", "target_entropy", "ab_pairs", "ab_labels"}
-B, V = 8, 4
 
-SMALL = dict(
-    encoder_kwargs={"width": 8},
-    embed_dim=16,
-    hidden_dim=16,
-    decoder_dim=16,
-    decoder_heads=2,
-    decoder_depth=1,
-    dino_prototypes=12,
-    text_dim=16,
-    text_depth=1,
-    text_heads=2,
-)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: results are compared bit for bit, and the machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def source():
-    # 90% captioned (the default is 20%) so CLIP's annotation batch is not empty.
-    return SceneSource(n_images=16, caption_fraction=0.9)
-
-
-@pytest.fixture(scope="module")
-def data(source):
-    sampler = TransitionSampler(source, view_size=16, seed=0)
-    return sampler.sample(B, V), sampler.captions, len(source.classes)
-
-
-def build(method: str, num_classes: int, seed: int = 0, **overrides):
-    torch.manual_seed(seed)
-    return make_system(SystemConfig(method, **{**SMALL, **overrides}), num_classes=num_classes)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- one step of every method ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_step_loss_grad_and_ema(method, data):
-    batch, captions, k = data
+def test_step_loss_grad_and_ema(method, system_data):
+    batch, captions, k = system_data
     rate = 0.25
     system = build(method, k, ema_rate=rate)
     loss, metrics = system.training_loss(batch, captions)
@@ -109,9 +78,9 @@ def test_step_loss_grad_and_ema(method, data):
         assert not torch.equal(before[pname], dict(system.ema.named_parameters())[pname])
 
 
-def test_every_method_trains_on_device(data, device):
+def test_every_method_trains_on_device(system_data, device):
     """One step per method on --device (bf16 autocast on CUDA, as the trainer's amp="auto")."""
-    batch, captions, k = data
+    batch, captions, k = system_data
     batch = type(batch)(*(None if t is None else t.to(device) for t in batch))
     for method in METHODS:
         system = build(method, k).to(device)
@@ -124,9 +93,9 @@ def test_every_method_trains_on_device(data, device):
         assert system.encoder.stem[0].weight.grad is not None, method
 
 
-def test_ab_step_reuses_the_online_forward(data):
+def test_ab_step_reuses_the_online_forward(system_data):
     """The AB term adds no online encoder call (DINO: one per view size, base or AB)."""
-    batch, captions, k = data
+    batch, captions, k = system_data
     for base in BASES:
         counts = []
         for method in (base, "ab" + base):
@@ -141,61 +110,16 @@ def test_ab_step_reuses_the_online_forward(data):
 # -- AB targets -----------------------------------------------------------------------------------------
 
 
-def _perturb_online(system) -> None:
-    """Make online != EMA, so a target built from the online weights would be caught."""
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for p in system.parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-
-
-def _expected_p_ema(method, system, batch, captions, nb, ab_views=None):
-    """p_ema(l | x_j) of every view of the first nb images, from the EMA modules by the formulas.
-
-    ``ab_views``: the AB term's views (``batch.crop_views``) when they are not the base's.
-    """
-    ema, cfg = system.ema, system.config
-    views = (batch.views if ab_views is None else ab_views)[:nb]
-    pooled = ema["encoder"](views.flatten(0, 1)).pooled  # (nb*V, D)
-    if method == "abdino":  # local views downsampled
-        local = F.interpolate(views[:, 2:].flatten(0, 1), size=(8, 8), mode="bilinear", antialias=True)
-        pooled = torch.cat(
-            [
-                ema["encoder"](views[:, :2].flatten(0, 1)).pooled.view(nb, 2, -1),
-                ema["encoder"](local).pooled.view(nb, V - 2, -1),
-            ],
-            dim=1,
-        ).flatten(0, 1)
-        logits = (ema["head"](pooled) - system.center) / cfg.dino_teacher_temp
-        return logits.softmax(-1).view(nb, V, -1)
-    if method == "absimclr":
-        na = round(B * cfg.annotation_fraction)
-        q = F.normalize(ema["projector"](pooled), dim=-1)
-        keys = F.normalize(ema["projector"](ema["encoder"](batch.views[:na, 0]).pooled), dim=-1)
-        return (q @ keys.T / cfg.simclr_temperature).softmax(-1).view(nb, V, -1)
-    if method == "abclip":
-        na = round(B * cfg.annotation_fraction)
-        texts = [captions[c] for c in batch.caption.tolist() if c >= 0][:na]
-        img = F.normalize(ema["image_proj"](pooled), dim=-1)
-        txt = F.normalize(ema["text"](texts), dim=-1)
-        scale = min(100.0, math.exp(ema["logit_scale"].log_scale.item()))
-        return (scale * img @ txt.T).softmax(-1).view(nb, V, -1)
-    assert method == "absupervised"  # scenes: multi-label, the normalised sigmoid
-    sig = torch.sigmoid(ema["classifier"](pooled))
-    return (sig / sig.sum(-1, keepdim=True)).view(nb, V, -1)
-
-
 @pytest.mark.parametrize("method", AB_METHODS)
-def test_crop_only_ab_views_feed_the_target_and_q(method, data):
+def test_crop_only_ab_views_feed_the_target_and_q(method, system_data):
     """batch.crop_views: p_ema and Q come from those views; the base loss and annotations do not."""
-    batch, captions, k = data
+    batch, captions, k = system_data
     crops = torch.flip(batch.views, dims=[-1]).contiguous()  # any other views of the same boxes
     system = build(method, k, gamma=0.0, bootstrap_fraction=0.25)  # nb = 2 images
-    _perturb_online(system)
+    perturb_online(system)
     target, _ = system.ab_targets(batch._replace(crop_views=crops), captions)
     with torch.no_grad():
-        p = _expected_p_ema(method, system, batch, captions, 2, ab_views=crops)
+        p = expected_p_ema(method, system, batch, captions, 2, ab_views=crops)
     for i in range(V):
         torch.testing.assert_close(target[:, i], p, atol=1e-5, rtol=1e-4)
     # The decoder sees the online tokens of the crop views, not of the base's views.
@@ -221,11 +145,11 @@ def test_crop_only_ab_views_feed_the_target_and_q(method, data):
 
 
 @pytest.mark.parametrize("method", AB_METHODS)
-def test_crop_views_equal_to_the_views_give_the_shared_loss(method, data):
+def test_crop_views_equal_to_the_views_give_the_shared_loss(method, system_data):
     """Crop-only AB views that happen to equal the base's views change nothing but the cost."""
-    batch, captions, k = data
+    batch, captions, k = system_data
     system = build(method, k, bootstrap_fraction=0.25)
-    _perturb_online(system)
+    perturb_online(system)
     state = {k: v.clone() for k, v in system.state_dict().items()}  # DINO's step moves its centre
     loss, metrics = system.training_loss(batch, captions)
     system.load_state_dict(state)
@@ -238,17 +162,17 @@ def test_crop_views_equal_to_the_views_give_the_shared_loss(method, data):
 
 
 @pytest.mark.parametrize("method", AB_METHODS)
-def test_gamma0_target_is_p_ema_of_the_next_view(method, data):
-    batch, captions, k = data
+def test_gamma0_target_is_p_ema_of_the_next_view(method, system_data):
+    batch, captions, k = system_data
     system = build(method, k, gamma=0.0, bootstrap_fraction=0.25)  # nb = 2 images
-    _perturb_online(system)
+    perturb_online(system)
     if method == "abdino":
         system.center.copy_(torch.linspace(-0.5, 0.5, system.center.numel()))
     center = system.center.clone() if method == "abdino" else None
     target, valid = system.ab_targets(batch, captions)
     nb = 2
     with torch.no_grad():
-        p = _expected_p_ema(method, system, batch, captions, nb)
+        p = expected_p_ema(method, system, batch, captions, nb)
     assert target.shape == (nb, V, V, p.shape[-1]) and torch.equal(valid, batch.pair_valid[:nb])
     for i in range(V):  # target[b, i, j] = p_ema(l | x_j) whatever i
         torch.testing.assert_close(target[:, i], p, atol=1e-5, rtol=1e-4)
@@ -256,16 +180,16 @@ def test_gamma0_target_is_p_ema_of_the_next_view(method, data):
         assert torch.equal(system.center, center)
 
 
-def test_bootstrap_target_mixes_the_ema_q_of_the_next_view(data):
+def test_bootstrap_target_mixes_the_ema_q_of_the_next_view(system_data):
     """gamma > 0: target[b,i,j] = normalise((1-g) p[b,j] + g max_{k valid} Q_ema(. | x_j, a_{j->k}))."""
-    batch, captions, k = data
+    batch, captions, k = system_data
     gamma = 0.5
     system = build("absupervised", k, gamma=gamma)
-    _perturb_online(system)
+    perturb_online(system)
     target, valid = system.ab_targets(batch, captions)
     ema = system.ema
     with torch.no_grad():
-        p = _expected_p_ema("absupervised", system, batch, captions, 1)[0]  # (V, L)
+        p = expected_p_ema("absupervised", system, batch, captions, 1)[0]  # (V, L)
         tokens = ema["encoder"](batch.views[0]).tokens  # (V, T, D)
         phi = ema["decoder"](tokens, batch.relative[0])  # (V, V, E)
         psi = F.normalize(ema["class_embed"].weight, dim=-1)
@@ -278,8 +202,8 @@ def test_bootstrap_target_mixes_the_ema_q_of_the_next_view(data):
 
 
 @pytest.mark.parametrize("base", BASES)
-def test_zero_ab_weight_gives_the_base_loss_bit_for_bit(base, data):
-    batch, captions, k = data
+def test_zero_ab_weight_gives_the_base_loss_bit_for_bit(base, system_data):
+    batch, captions, k = system_data
     base_system = build(base, k)
     ab_system = build("ab" + base, k, ab_weight=0.0)
     ab_state = ab_system.state_dict()
@@ -294,14 +218,14 @@ def test_zero_ab_weight_gives_the_base_loss_bit_for_bit(base, data):
     assert torch.equal(base_system.encoder.stem[0].weight.grad, ab_system.encoder.stem[0].weight.grad)
 
 
-def test_ab_targets_needs_an_ab_method(data):
-    batch, captions, k = data
+def test_ab_targets_needs_an_ab_method(system_data):
+    batch, captions, k = system_data
     with pytest.raises(ValueError, match="method"):
         build("simclr", k).ab_targets(batch, captions)
 
 
-def test_clip_without_captions_is_a_zero_that_reaches_every_parameter(data):
-    batch, captions, k = data
+def test_clip_without_captions_is_a_zero_that_reaches_every_parameter(system_data):
+    batch, captions, k = system_data
     uncaptioned = batch._replace(caption=torch.full_like(batch.caption, -1))
     system = build("abclip", k)
     loss, metrics = system.training_loss(uncaptioned, captions)
@@ -313,12 +237,12 @@ def test_clip_without_captions_is_a_zero_that_reaches_every_parameter(data):
 # -- training loop ---------------------------------------------------------------------------------
 
 
-def test_trainer_three_plus_three_steps_equal_six(tmp_path, source):
-    k = len(source.classes)
+def test_trainer_three_plus_three_steps_equal_six(tmp_path, system_source):
+    k = len(system_source.classes)
 
     def run(out, stop_at=None):
         system = build("absimclr", k)
-        sampler = TransitionSampler(source, view_size=16, seed=3)
+        sampler = TransitionSampler(system_source, view_size=16, seed=3)
         cfg = TrainConfig(steps=6, batch_size=B, views_per_image=V, out_dir=str(out), progress=False, lr=1e-3)
         trainer = Trainer(system, sampler, cfg)
         return trainer, trainer.fit(stop_at=stop_at)
@@ -385,39 +309,3 @@ def test_make_system_checks():
 def test_sentence_text_encoder_needs_its_package():
     with pytest.raises(ImportError, match="sentence-transformers"):
         make_system(SystemConfig("clip", text_encoder="sentence", **SMALL))
-
-
-def test_no_action_tokens_ablation_makes_q_ignore_the_move(data):
-    """ab_actions=False: Q(l | x_i, a) is the same for every move a from view i (crop invariance)."""
-    batch, captions, classes = data
-    system = build("absimclr", classes, ab_actions=False)
-    captured = {}
-
-    def hook(module, args, output):
-        captured["relative"] = args[1]
-
-    system.decoder.register_forward_hook(hook)
-    system.training_loss(batch, captions)
-    rel = captured["relative"]
-    assert torch.equal(rel, torch.tensor([0.0, 0.0, 1.0, 1.0]).expand_as(rel))
-    with pytest.raises(ValueError, match="ab_actions"):
-        SystemConfig("absimclr", ab_actions="no")
-
-
-def test_abdino_without_psi_gradient_leaves_the_prototypes_to_dino(data):
-    """ab_psi_grad=False: the prototypes get DINO's gradient only (the AB loss still trains the rest)."""
-    batch, captions, k = data
-    grads = {}
-    for name, overrides in (("dino", {}), ("abdino", {}), ("abdino", {"ab_psi_grad": False})):
-        system = build(name, k, **overrides)
-        loss, _ = system.training_loss(batch, captions)
-        loss.backward()
-        grads[(name, bool(overrides))] = system.head.prototype_weight.grad.clone()
-        if overrides:
-            assert all(p.grad is not None for p in system.decoder.parameters())
-    assert torch.equal(grads[("abdino", True)], grads[("dino", False)])
-    assert not torch.allclose(grads[("abdino", False)], grads[("dino", False)])
-    with pytest.raises(ValueError, match="ab_psi_grad=False applies to method='abdino' only"):
-        SystemConfig("absimclr", ab_psi_grad=False)
-    with pytest.raises(ValueError, match="ab_psi_grad must be"):
-        SystemConfig("abdino", ab_psi_grad="no")

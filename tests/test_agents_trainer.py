@@ -27,14 +27,7 @@ WORKER = Path(__file__).with_name("_ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread, as in the subprocess workers (results are compared bit for bit; tiny models
-    gain nothing from threads on a shared 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _assert_states_equal(a: dict, b: dict, atol: float | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from reproduce.cli import parse_ints  # noqa: E402
 from reproduce.profiles import PROFILES, expand_rows, parse_row  # noqa: E402
 from reproduce.report import paired_differences, run_times  # noqa: E402
-from reproduce.runner import configs, plan  # noqa: E402
+from reproduce.runner import configs, plan, run_status  # noqa: E402
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -199,7 +200,7 @@ def test_rows_and_ablation_knobs() -> None:
     row = parse_row("abclip-gamma0.9-noact")
     assert row.method == "abclip" and row.base == "clip"
     assert row.system == {"gamma": 0.9, "ab_actions": False}
-    assert parse_row("abdino-noema").system == {"ema_rate": 1.0}
+    assert parse_row("abdino-noema").system == {"ab_ema_target": False}
     assert parse_row("absimclr-iou0.3_0.6").data == {"iou_range": (0.3, 0.6)}
     assert parse_row("abdino-crops-gamma0").data == {"ab_views": "crops"}
     assert parse_row("abdino-nopsigrad").system == {"ab_psi_grad": False}
@@ -239,6 +240,28 @@ def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
         assert db == da and (sb.encoder, sb.encoder_kwargs) == (sa.encoder, sa.encoder_kwargs)
     _, system, _ = configs(full, plan(full, ["abclip-noact"], tmp_path)[0], "cpu")
     assert system.ab_actions is False
+
+
+def test_a_run_made_with_another_recipe_is_refused(tmp_path: Path) -> None:
+    """A knob whose meaning changed (noema was ema_rate=1) cannot pass old results off as new."""
+    smoke = PROFILES["smoke"]
+    (run,) = plan(smoke, ["abdino-noema"], tmp_path)
+    data, system, _ = configs(smoke, run, "cpu")
+    record = {"data": dataclasses.asdict(data), "system": system.to_dict()}
+    run.dir.mkdir(parents=True)
+
+    def write(system_fields: dict[str, object]) -> None:
+        (run.dir / "run.json").write_text(json.dumps({**record, "system": system_fields}))
+
+    write({**record["system"], "num_classes": 10})  # filled in by pretrain: not compared
+    assert run_status(run, smoke) == "todo"
+    legacy = {k: v for k, v in record["system"].items() if k != "ab_ema_target"}
+    write({**legacy, "ema_rate": 1.0})  # the old noema
+    with pytest.raises(ValueError, match=r"abdino-noema/s0o0 trained with system ema_rate=1\.0"):
+        run_status(run, smoke)
+    write({**record["system"], "ab_ema_target": True})
+    with pytest.raises(ValueError, match="ab_ema_target=True, but the row's recipe now gives"):
+        run_status(run, smoke)
 
 
 def test_shards_then_report_only(tmp_path: Path) -> None:

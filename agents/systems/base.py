@@ -12,13 +12,16 @@ on every valid ordered pair of views of the *bootstrap* images (the first
 ``phi_AB`` reuses the tokens the base loss already computed (no second online
 forward) unless the batch carries crop-only AB views (``TransitionBatch.crop_views``,
 ``DataConfig.ab_views="crops"``), which get their own online and EMA pass. The
-target uses the EMA copies of every module, which also serve as DINO's teacher.
+target uses the EMA copies of every module, which also serve as DINO's teacher
+(``SystemConfig.ab_ema_target=False``, the "no EMA target" ablation, uses the online
+modules instead and leaves the EMA to the base).
 Subclasses (one per base) say how the base loss is computed and what the annotation
 space ``L``, ``psi_AB`` and ``p_ema(l | x)`` are.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -121,15 +124,27 @@ class BaseSystem(nn.Module):
         batch: TransitionBatch,
         captions: list[str],
         ctx: dict[str, Any],
-        ema_boot: list[EncoderOutput],
+        target_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations | None:
         """The annotation space of this batch, or None when it is empty (e.g. no captions).
 
-        ``ema_boot`` encodes the bootstrap images' AB views: the base's views when
-        ``ctx["ab_shared"]`` is True, their crop-only copies (``batch.crop_views``) otherwise.
+        ``target_boot`` encodes the bootstrap images' AB views: the base's views when
+        ``ctx["ab_shared"]`` is True, their crop-only copies (``batch.crop_views``) otherwise. It
+        comes from the encoder of :meth:`target_modules`, whose modules give the targets
+        (``psi_ema``, ``p_next``).
         """
         raise NotImplementedError
+
+    def target_modules(self) -> Mapping[str, nn.Module]:
+        """The modules that compute AB's targets, by child name (as :attr:`ema`).
+
+        The EMA copies, or the online modules themselves when ``config.ab_ema_target`` is False
+        (the "no EMA target" ablation; callers use them under ``no_grad``).
+        """
+        if self.config.ab_ema_target:
+            return self.ema
+        return {name: getattr(self, name) for name in self.ema}
 
     def _end_of_loss(self, ctx: dict[str, Any]) -> None:
         """State updates that belong to a training step (e.g. DINO's centre), after the loss."""
@@ -207,16 +222,19 @@ class BaseSystem(nn.Module):
         ctx["ab_shared"] = batch.crop_views is None
         if ctx["ab_shared"]:
             online_boot = [EncoderOutput(o.pooled[:nb], o.tokens[:nb]) for o in online]
-            with torch.no_grad():
-                ema_boot = self._ema_bootstrap(batch, nb, ctx)
         else:
             # Crop-only AB views (DataConfig.ab_views="crops"): one more online pass, over the
-            # bootstrap images only, and the EMA targets of the same crops.
+            # bootstrap images only (the targets then come from the same crops).
             groups = self._view_groups(batch.crop_views[:nb])
             online_boot = encode_groups(self.encoder, groups)
-            with torch.no_grad():
-                ema_boot = encode_groups(self.ema["encoder"], groups)
-        ann = self._annotations(batch, captions, ctx, ema_boot, nb)
+        with torch.no_grad():
+            if not cfg.ab_ema_target:  # the online encoder's outputs, already computed
+                target_boot = [EncoderOutput(o.pooled.detach(), o.tokens.detach()) for o in online_boot]
+            elif ctx["ab_shared"]:
+                target_boot = self._ema_bootstrap(batch, nb, ctx)
+            else:
+                target_boot = encode_groups(self.ema["encoder"], groups)
+        ann = self._annotations(batch, captions, ctx, target_boot, nb)
         if ann is None:  # nothing to predict this batch: a zero that still reaches the AB modules
             v = batch.views.shape[1]
             empty = batch.views.new_zeros(nb, v, v, 0)
@@ -226,7 +244,7 @@ class BaseSystem(nn.Module):
                 # The bootstrap term is unused: skip the EMA decoder (ab_target only checks the shape).
                 q_next = ann.p_next.unsqueeze(2).expand(-1, -1, valid.shape[2], -1)
             else:
-                phi_next = decode(self.ema["decoder"], ema_boot, relative)
+                phi_next = decode(self.target_modules()["decoder"], target_boot, relative)
                 q_next = ab_logits(phi_next, ann.psi_ema, cfg.ab_temperature).softmax(dim=-1)
             target = ab_target(ann.p_next, q_next, valid, cfg.gamma)
         phi = decode(self.decoder, online_boot, relative)

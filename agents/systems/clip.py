@@ -116,7 +116,7 @@ class CLIPSystem(BaseSystem):
         batch: TransitionBatch,
         captions: list[str],
         ctx: dict[str, Any],
-        ema_boot: list[EncoderOutput],
+        target_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations | None:
         texts = ctx["texts"]
@@ -124,15 +124,16 @@ class CLIPSystem(BaseSystem):
             return None
         na = min(len(texts), self.num_annotation(batch.views.shape[0]))
         psi = self.psi_head(ctx["text_emb"][:na])
-        ema = self.ema
+        targets = self.target_modules()
         with torch.no_grad():
-            boot = pooled_views(ema_boot)
-            device = boot.device
-            text_input = ctx["text_input"][:na]
-            text_ema = self._embed_text(ema["text"], text_input, device)
-            psi_ema = ema["psi_head"](text_ema)
-            image_ema = ema["image_proj"](boot)
-            p_next = clip_probs(image_ema.flatten(0, 1), text_ema, ema["logit_scale"]()).unflatten(
+            boot = pooled_views(target_boot)
+            if self.config.ab_ema_target:
+                text_ema = self._embed_text(targets["text"], ctx["text_input"][:na], boot.device)
+            else:  # online targets: the base loss already embedded the captions
+                text_ema = ctx["text_emb"][:na]
+            psi_ema = targets["psi_head"](text_ema)
+            image_ema = targets["image_proj"](boot)
+            p_next = clip_probs(image_ema.flatten(0, 1), text_ema, targets["logit_scale"]()).unflatten(
                 0, boot.shape[:2]
             )
         return Annotations(psi, psi_ema, p_next)

@@ -66,6 +66,11 @@ class SystemConfig:
     ab_actions: bool = True
     """Condition ``Q`` on the action (the relative box). False is the paper's "no action tokens"
     ablation: every move is given as the identity box, so ``Q`` learns the average over crops."""
+    ab_ema_target: bool = True
+    """Compute AB's targets (``p_ema`` and ``Q_ema``, both terms) with the EMA copies. False is the
+    paper's "no EMA target" ablation: the online modules give the targets (without gradient), while
+    the EMA copies still move at ``ema_rate`` for what the base uses them for (DINO's teacher). AB
+    methods only. (``ema_rate=1`` instead also removes DINO's momentum teacher.)"""
     ab_psi_grad: bool = True
     """Let the AB loss train ``psi_AB`` where the base method trains it too: ABDINO's ``psi_AB`` is
     DINO's prototype matrix. False stops that gradient (a diagnostic: does AB's pull on the
@@ -132,6 +137,13 @@ class SystemConfig:
             )
         if not isinstance(self.ab_actions, bool):
             raise ValueError(f"ab_actions must be True or False, got {self.ab_actions!r}")
+        if not isinstance(self.ab_ema_target, bool):
+            raise ValueError(f"ab_ema_target must be True or False, got {self.ab_ema_target!r}")
+        if not self.ab_ema_target and not self.method.startswith("ab"):
+            raise ValueError(
+                f"ab_ema_target=False applies to the AB methods only "
+                f"({[m for m in METHODS if m.startswith('ab')]}), got method={self.method!r}"
+            )
         if not isinstance(self.ab_psi_grad, bool):
             raise ValueError(f"ab_psi_grad must be True or False, got {self.ab_psi_grad!r}")
         if not self.ab_psi_grad and self.method != "abdino":

@@ -89,13 +89,13 @@ class DINOSystem(BaseSystem):
         batch: TransitionBatch,
         captions: list[str],
         ctx: dict[str, Any],
-        ema_boot: list[EncoderOutput],
+        target_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations:
         c = self.config
         with torch.no_grad():
-            head = self.ema["head"]
-            p_next = teacher_probs(head(pooled_views(ema_boot)), self.center, c.dino_teacher_temp)
+            head = self.target_modules()["head"]
+            p_next = teacher_probs(head(pooled_views(target_boot)), self.center, c.dino_teacher_temp)
             psi_ema = head.prototypes
         psi = self.head.prototypes if c.ab_psi_grad else self.head.prototypes.detach()
         return Annotations(psi, psi_ema, p_next)

@@ -55,24 +55,27 @@ class SimCLRSystem(BaseSystem):
         batch: TransitionBatch,
         captions: list[str],
         ctx: dict[str, Any],
-        ema_boot: list[EncoderOutput],
+        target_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations:
         na = self.num_annotation(batch.views.shape[0])
         psi = self.psi_head(ctx["pooled"][:na, 0])
-        ema = self.ema
+        targets = self.target_modules()
         with torch.no_grad():
-            boot = pooled_views(ema_boot)  # (nb, V, D)
-            if ctx["ab_shared"]:
+            boot = pooled_views(target_boot)  # (nb, V, D)
+            if not self.config.ab_ema_target:
+                # Online targets: the base loss already encoded view 0 of every annotation image.
+                keys = ctx["pooled"][:na, 0]
+            elif ctx["ab_shared"]:
                 # The bootstrap images are the first annotation images: reuse their EMA view 0.
                 keys = boot[:na, 0]
                 if na > nb:
-                    keys = torch.cat([keys, ema["encoder"](batch.views[nb:na, 0]).pooled])
+                    keys = torch.cat([keys, targets["encoder"](batch.views[nb:na, 0]).pooled])
             else:  # AB's views are crop-only copies; the annotations are the base's views
-                keys = ema["encoder"](batch.views[:na, 0]).pooled
-            psi_ema = ema["psi_head"](keys)
-            query = ema["projector"](boot)
+                keys = targets["encoder"](batch.views[:na, 0]).pooled
+            psi_ema = targets["psi_head"](keys)
+            query = targets["projector"](boot)
             p_next = simclr_probs(
-                query.flatten(0, 1), ema["projector"](keys), self.config.simclr_temperature
+                query.flatten(0, 1), targets["projector"](keys), self.config.simclr_temperature
             ).unflatten(0, boot.shape[:2])
         return Annotations(psi, psi_ema, p_next)

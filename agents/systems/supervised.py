@@ -77,15 +77,16 @@ class SupervisedSystem(BaseSystem):
         batch: TransitionBatch,
         captions: list[str],
         ctx: dict[str, Any],
-        ema_boot: list[EncoderOutput],
+        target_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations:
+        targets = self.target_modules()
         with torch.no_grad():
-            logits = self.ema["classifier"](pooled_views(ema_boot))
+            logits = targets["classifier"](pooled_views(target_boot))
             if ctx["kind"] == "label":
                 p_next = logits.softmax(dim=-1)
             else:
                 sig = logits.sigmoid()
                 p_next = sig / sig.sum(dim=-1, keepdim=True)
-            psi_ema = self.ema["class_embed"].weight
+            psi_ema = targets["class_embed"].weight.detach()
         return Annotations(self.class_embed.weight, psi_ema, p_next)

@@ -9,9 +9,10 @@ probe settings. A *row* is one encoder-producing recipe:
 * ``supervised``: the supervised base on the scenes' object labels (the ceiling).
 * a base (``clip``, ``simclr``, ``dino``) or its AB version (``abclip``, ...).
 * an ablation of an AB row: ``<ab>-<knob>[-<knob>...]`` with knobs ``gamma<g>`` (AB discount), ``noact`` (no
-  action tokens: ``SystemConfig.ab_actions=False``), ``noema`` (no EMA target: ``ema_rate=1.0``, the target
-  is the online copy; for ``abdino`` this also removes DINO's own momentum teacher, which shares the EMA
-  copy, and DINO collapses: CALIBRATION.md c22) and ``iou<lo>_<hi>`` (crop pairs whose IoU lies in
+  action tokens: ``SystemConfig.ab_actions=False``), ``noema`` (no EMA target: both AB target terms come from
+  the online modules, ``SystemConfig.ab_ema_target=False``; the EMA copies still serve the base, i.e.
+  DINO's teacher. Before this knob, ``noema`` meant ``ema_rate=1.0``, which also removed DINO's teacher
+  and made it collapse: CALIBRATION.md c22) and ``iou<lo>_<hi>`` (crop pairs whose IoU lies in
   ``[lo, hi]``: ``DataConfig.iou_range``) and ``crops`` (AB's views are the base's crops without
   colour/flip/blur augmentation, the paper's default: ``DataConfig.ab_views="crops"``; a no-op where the
   base's views are not augmented), ``nopsigrad`` (``abdino`` only: the AB loss does not train DINO's
@@ -95,7 +96,7 @@ def parse_row(name: str) -> RowSpec:
         elif m["noact"]:
             system["ab_actions"] = False
         elif m["noema"]:
-            system["ema_rate"] = 1.0
+            system["ab_ema_target"] = False
         elif m["crops"]:
             data["ab_views"] = "crops"
         elif m["nopsigrad"]:

@@ -87,7 +87,13 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def run_status(run: Run, profile: Profile) -> str:
-    """``"done"`` (trained and probed), ``"trained"``, ``"partial"`` (a checkpoint) or ``"todo"``."""
+    """``"done"`` (trained and probed), ``"trained"``, ``"partial"`` (a checkpoint) or ``"todo"``.
+
+    Raises:
+        ValueError: the directory holds a run of this row made with another recipe (see
+            :func:`check_recipe`).
+    """
+    check_recipe(run, profile)
     ev = read_json(run.dir / "eval.json")
     trained = (
         run.row.method is None
@@ -105,6 +111,33 @@ def run_status(run: Run, profile: Profile) -> str:
     if trained:
         return "trained"
     return "partial" if (run.dir / LATEST).is_file() else "todo"
+
+
+def check_recipe(run: Run, profile: Profile) -> None:
+    """Refuse a run directory whose stored configs (``run.json``) differ from the row's recipe now.
+
+    The profile fingerprint covers what every row shares; this covers what the row adds (its
+    knobs), so a knob whose meaning changed cannot pass old results off as new ones. Not compared:
+    fields the stored configs lack (added since), ``num_classes`` (filled in by ``pretrain``), the
+    source (its name carries the profile, whose fingerprint covers the scenes), device and threads.
+
+    Raises:
+        ValueError: naming the run directory and the first differing field.
+    """
+    stored = read_json(run.dir / "run.json")
+    if run.row.method is None or stored is None:
+        return
+    system = system_config(profile, run.row).to_dict()
+    data = dataclasses.asdict(data_config(profile, run.row, "cpu"))
+    for part, now in (("system", system), ("data", data)):
+        old = stored.get(part, {})
+        for key in sorted(set(old) & set(now) - {"num_classes", "source", "device", "threads"}):
+            a, b = (json.loads(json.dumps(v, default=list)) for v in (old[key], now[key]))
+            if a != b:
+                raise ValueError(
+                    f"{run.dir} holds {run.key} trained with {part} {key}={a!r}, but the row's recipe "
+                    f"now gives {key}={b!r}; move the directory away (or pass another --out) to rerun it"
+                )
 
 
 # -- sources --------------------------------------------------------------------------------------
@@ -153,20 +186,25 @@ def system_config(profile: Profile, row: RowSpec) -> SystemConfig:
     )
 
 
+def data_config(profile: Profile, row: RowSpec, device: str) -> DataConfig:
+    """The data config of a trained row (the profile's scenes and views, plus the row's knobs)."""
+    return DataConfig(
+        source=register_training_source(profile),
+        view_size=profile.view_size,
+        scale=tuple(profile.scale),
+        augment=profile.augment,
+        device=device,
+        **row.data,
+    )
+
+
 def configs(profile: Profile, run: Run, device: str) -> tuple[DataConfig, SystemConfig, TrainConfig]:
     """The three configs of a trained run."""
     if profile.curve_points > 0:
         every, keep = max(1, profile.steps // (profile.curve_points + 1)), profile.curve_points + 1
     else:
         every, keep = max(1, profile.steps // 10), 0
-    data = DataConfig(
-        source=register_training_source(profile),
-        view_size=profile.view_size,
-        scale=tuple(profile.scale),
-        augment=profile.augment,
-        device=device,
-        **run.row.data,
-    )
+    data = data_config(profile, run.row, device)
     train = TrainConfig(
         steps=profile.steps,
         batch_size=profile.batch_size,
