@@ -18,7 +18,7 @@ TASKS = ("scene", "region", "heldout")
 PROBES = ("linear", "knn", "attentive")
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from reproduce.cli import parse_ints  # noqa: E402
+from reproduce.cli import apply_overrides, parse_ints  # noqa: E402
 from reproduce.profiles import PROFILES, expand_rows, parse_row  # noqa: E402
 from reproduce.report import paired_differences, run_times  # noqa: E402
 from reproduce.runner import configs, plan, run_status  # noqa: E402
@@ -238,6 +238,14 @@ def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
         )
         assert tb.seed == 1  # the ordering drives the sampler
         assert db == da and (sb.encoder, sb.encoder_kwargs) == (sa.encoder, sa.encoder_kwargs)
+    # cpu-captions is cpu-full with richer captions: what `--set scenes.caption_words=...` gives.
+    captions = PROFILES["cpu-captions"]
+    assert captions.rows == ("random", "supervised", "clip", "abclip") and captions.orderings == (0, 1)
+    assert (
+        captions.fingerprint()
+        == apply_overrides(full, ['scenes.caption_words=["size","position"]']).fingerprint()
+    )
+    assert captions.fingerprint() != full.fingerprint()
     _, system, _ = configs(full, plan(full, ["abclip-noact"], tmp_path)[0], "cpu")
     assert system.ab_actions is False
 

@@ -308,6 +308,17 @@ PROFILES: dict[str, Profile] = {
             rows=("random", "supervised", *ALL_PAIRS),
             est_step_s=0.3,
         ),
+        # The CLIP pair on captions that also name each object's size and position (still no colour
+        # word): CLIP's object features clear the random-init floor at 30% captions (CALIBRATION c21).
+        # Only the captions differ from cpu-full (the same pixels), but they change the fingerprint.
+        dataclasses.replace(
+            _CPU_QUICK,
+            name="cpu-captions",
+            description="the CLIP/ABCLIP pair with size and position captions (CLIP calibrated, c21), 3 "
+            "seeds x 2 data orderings; ~2 h on 2 CPU cores, resumable",
+            scenes={**_QUICK_SCENES, "caption_words": ("size", "position")},
+            orderings=(0, 1),
+        ),
         Profile(
             name="gpu",
             description="every pair, 3 seeds, a 2x wider CNN and 4 views per image; 6 min on one H100 as "
