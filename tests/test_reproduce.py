@@ -263,6 +263,9 @@ def test_a_run_made_with_another_recipe_is_refused(tmp_path: Path) -> None:
 
     write({**record["system"], "num_classes": 10})  # filled in by pretrain: not compared
     assert run_status(run, smoke) == "todo"
+    for junk in ("[1, 2]", '{"system": 3}', "{not json"):  # not this check's to judge: no crash
+        (run.dir / "run.json").write_text(junk)
+        assert run_status(run, smoke) == "todo"
     legacy = {k: v for k, v in record["system"].items() if k != "ab_ema_target"}
     write({**legacy, "ema_rate": 1.0})  # the old noema
     with pytest.raises(ValueError, match=r"abdino-noema/s0o0 trained with system ema_rate=1\.0"):

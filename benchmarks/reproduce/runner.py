@@ -125,12 +125,14 @@ def check_recipe(run: Run, profile: Profile) -> None:
         ValueError: naming the run directory and the first differing field.
     """
     stored = read_json(run.dir / "run.json")
-    if run.row.method is None or stored is None:
+    if run.row.method is None or not isinstance(stored, dict):  # none, or unreadable: pretrain's to judge
         return
     system = system_config(profile, run.row).to_dict()
     data = dataclasses.asdict(data_config(profile, run.row, "cpu"))
     for part, now in (("system", system), ("data", data)):
-        old = stored.get(part, {})
+        old = stored.get(part)
+        if not isinstance(old, dict):
+            continue
         for key in sorted(set(old) & set(now) - {"num_classes", "source", "device", "threads"}):
             a, b = (json.loads(json.dumps(v, default=list)) for v in (old[key], now[key]))
             if a != b:
