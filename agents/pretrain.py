@@ -154,6 +154,24 @@ def _run_record(data: DataConfig, system: SystemConfig, train: TrainConfig) -> d
     }
 
 
+def _load_record(path: Path) -> dict[str, Any]:
+    """The parsed ``run.json`` at ``path``; ValueError naming the file when it is not a run record."""
+    try:
+        record = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); it is not a readable `vpt pretrain` run record"
+        ) from None
+    if not isinstance(record, dict) or not all(
+        isinstance(record.get(k), dict) for k in ("data", "system", "train")
+    ):
+        raise ValueError(
+            f"{path} is not a `vpt pretrain` run record: expected an object with 'data', 'system' and "
+            "'train' objects"
+        )
+    return record
+
+
 def read_run(path: str | Path) -> tuple[DataConfig, SystemConfig, TrainConfig]:
     """The configs of a run directory (or of the directory of a checkpoint file in it)."""
     path = Path(path)
@@ -161,7 +179,7 @@ def read_run(path: str | Path) -> tuple[DataConfig, SystemConfig, TrainConfig]:
     record_path = run_dir / RUN_FILE
     if not record_path.is_file():
         raise FileNotFoundError(f"{record_path} not found: {path} is not a `vpt pretrain` run")
-    record = json.loads(record_path.read_text())
+    record = _load_record(record_path)
     return (
         DataConfig(**record["data"]),
         SystemConfig.from_dict(record["system"]),
@@ -185,29 +203,37 @@ def pretrain(
         ``out_dir`` and ``images`` (the number of images in the pool).
 
     Raises:
-        ValueError: ``out_dir`` holds a run with another method, encoder or source.
+        ValueError: ``out_dir`` holds a run with another method, encoder or source, or a ``run.json``
+            that is not a readable run record (the checkpoints are left as they are).
     """
     if data.threads is not None:
         torch.set_num_threads(data.threads)
     if distributed.init_from_env() and torch.device(data.device).type == "cuda":
         # Under torchrun each rank drives its own GPU.
         data = dataclasses.replace(data, device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
+    out = Path(train.out_dir)
+    previous = out / RUN_FILE
+    if resume and previous.is_file():  # checked before the images load, to fail fast
+        try:
+            old = _load_record(previous)
+        except ValueError as err:
+            raise ValueError(
+                f"{err}; pass another --out-dir, or --no-resume to start over (deleting it resumes the "
+                "checkpoints with the configs given, unchecked against the run's own)"
+            ) from None
+        given = _run_record(data, system, train)
+        for part, key in (("system", "method"), ("system", "encoder"), ("data", "source")):
+            if old[part].get(key) != given[part][key]:
+                raise ValueError(
+                    f"{out} holds a run with {key}={old[part].get(key)!r}, not {given[part][key]!r}; "
+                    "pass another --out-dir (or --no-resume to start over)"
+                )
     sampler = build_sampler(data, seed=train.seed, method=system.method)
     classes = sampler.pool.annotations.num_classes
     if system.num_classes is None and classes:
         system = dataclasses.replace(system, num_classes=classes)
-    out = Path(train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = _run_record(data, system, train)
-    previous = out / RUN_FILE
-    if resume and previous.is_file():
-        old = json.loads(previous.read_text())
-        for part, key in (("system", "method"), ("system", "encoder"), ("data", "source")):
-            if old[part][key] != record[part][key]:
-                raise ValueError(
-                    f"{out} holds a run with {key}={old[part][key]!r}, not {record[part][key]!r}; "
-                    "pass another --out-dir (or --no-resume to start over)"
-                )
     if distributed.is_main_process():
         previous.write_text(json.dumps(record, indent=2))
     model = make_system(system).to(data.device)

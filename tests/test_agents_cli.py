@@ -210,3 +210,28 @@ def test_missing_and_corrupt_files_give_clear_errors(tmp_path, capsys):
     assert "not a readable checkpoint" in capsys.readouterr().err
     assert main(["pretrain", "--scale", "0.5", "0.1", "--out-dir", str(tmp_path / "x"), *TINY]) == 2
     assert "scale must be" in capsys.readouterr().err
+
+
+def test_a_corrupt_run_record_is_a_clear_error_and_loses_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "simclr", "--steps", "2", "--out-dir", str(run), *TINY]
+    assert main(args) == 0
+    ckpt = (run / "latest.pt").read_bytes()
+    for corrupt in ('{"data": {"source": "pho', "[1, 2]", '{"data": {}, "system": 3, "train": {}}'):
+        (run / "run.json").write_text(corrupt)
+        # Resuming and reading the run both stop with an error naming the file; the checkpoint stays.
+        assert main([*args[:4], "4", *args[5:]]) == 2
+        err = capsys.readouterr().err
+        assert "run.json" in err and "not" in err and "--out-dir" in err
+        assert main(["eval", "--ckpt", str(run)]) == 2
+        assert "run.json" in capsys.readouterr().err
+        assert (run / "latest.pt").read_bytes() == ckpt
+    # The record is checked before the images load: a missing source does not hide it.
+    missing = [*args[:4], "4", *args[5:]]
+    missing[missing.index("photos")] = str(tmp_path / "missing")
+    assert main(missing) == 2 and "run.json" in capsys.readouterr().err
+    # Deleting the bad record, as the error says, resumes from the checkpoint (step 2 -> 4).
+    (run / "run.json").unlink()
+    assert main([*args[:4], "4", *args[5:]]) == 0
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 4 and steps == sorted(set(steps))
