@@ -6,9 +6,9 @@ Usage::
         [--threads N] [--seeds 0,1,2] [--orderings 0,1] [--dry-run] [--no-plots]
 
 Profiles (``benchmarks/reproduce/profiles.py``): ``cpu-quick`` (random / supervised calibration
-rows plus CLIP/ABCLIP, 3 seeds; 37 min on 2 CPU cores), ``cpu-full`` (every pair, 3 seeds x 2 data
+rows plus CLIP/ABCLIP, 3 seeds; 51 min on 2 CPU cores), ``cpu-full`` (every pair, 3 seeds x 2 data
 orderings, cpu-quick's settings; resumable), ``gpu`` (every pair, a 2x wider CNN, 4 views per image;
-6 min on one H100 as 3 processes) and ``smoke`` (tests).
+6 min on one H100 as 3 processes, measured with class-only captions) and ``smoke`` (tests).
 Every trained row of a profile uses the same scenes, encoder, steps x batch (images seen), seeds
 and orderings. Rows: ``random``, ``supervised``, the bases and AB methods, and ablations of an AB
 row (``abclip-gamma0.9``, ``abclip-noact``, ``abclip-noema``, ``abclip-iou0.3_0.6``; group
