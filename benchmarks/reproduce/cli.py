@@ -15,6 +15,7 @@ import torch
 from .probing import ProbeSet, evaluate_run
 from .profiles import PROFILES, expand_rows
 from .report import write_outputs
+from .reuse import reuse_runs
 from .runner import machine_info, plan, read_json, run_status, steps_done, train_run
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "reproduce"
@@ -68,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
         "--report-only",
         action="store_true",
         help="train and probe nothing: report the runs already done and list the missing ones",
+    )
+    p.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="RESULTS_JSON",
+        help="take finished runs from an earlier report's results.json where this profile gives their "
+        "row the same fingerprint (e.g. SimCLR/DINO runs made with other captions, which they never "
+        "read); copies of one run must agree to the last digit (repeatable)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--no-plots", action="store_true")
@@ -133,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = plan(profile, rows, out)
     machine = machine_info(device)
     print(f"reproduce: profile {profile.name} ({profile.description}); fingerprint {profile.fingerprint()}")
+    captionless = {profile.fingerprint(r.row) for r in runs if not r.row.reads_captions}
+    if captionless:
+        print(f"rows that read no caption: fingerprint {', '.join(sorted(captionless))}")
     print(
         f"machine: {machine['device_name']} ({device}), {machine['cpu_count']} CPUs, "
         f"{machine['torch_threads']} torch threads, {machine['date']}"
@@ -150,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shard {k}/{n}: {len(runs)} runs")
     if args.dry_run:
         return _dry_run(runs, profile)
+    if args.reuse:
+        try:
+            written = reuse_runs(runs, profile, [Path(f) for f in args.reuse])
+        except ValueError as e:
+            raise SystemExit(f"reproduce: {e}") from e
+        for path, n in written.items():
+            print(f"reused {n} finished runs from {path}")
     probes = ProbeSet(profile, device)
     records: list[dict[str, Any]] = []
     missing: list[str] = []

@@ -181,12 +181,11 @@ def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> d
 
     Only the results missing from ``eval.json`` are computed.
     """
-    fp = profile.fingerprint()
     path = run.dir / "eval.json"
     ev = read_json(path) or {}
-    if ev.get("fingerprint") != fp:
+    if not profile.made_by(ev.get("fingerprint"), run.row):
         ev = {
-            "fingerprint": fp,
+            "fingerprint": profile.fingerprint(run.row),
             "row": run.row.name,
             "seed": run.seed,
             "ordering": run.ordering,

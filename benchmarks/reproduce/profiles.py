@@ -35,6 +35,9 @@ __all__ = ["PAIRS", "PROFILES", "Profile", "RowSpec", "expand_rows", "parse_row"
 #: (base, AB) pairs, in table order.
 PAIRS: tuple[tuple[str, str], ...] = (("clip", "abclip"), ("simclr", "absimclr"), ("dino", "abdino"))
 ALL_PAIRS: tuple[str, ...] = tuple(m for pair in PAIRS for m in pair)
+#: Scene fields that only change captions (not pixels, layouts or labels): rows that read no
+#: caption leave them out of their fingerprint (:meth:`Profile.fingerprint`).
+CAPTION_FIELDS: tuple[str, ...] = ("caption_fraction", "caption_words")
 #: The paper's ablations (issue 7 item 4), as suffixes of an AB row.
 ABLATION_SUFFIXES: tuple[str, ...] = (
     "gamma0", "gamma0.5", "gamma0.9", "noact", "noema", "iou0_0.3", "iou0.3_0.6", "iou0.6_1",
@@ -56,6 +59,12 @@ class RowSpec:
         if self.method is None:
             return None
         return self.method[2:] if self.method.startswith("ab") else self.method
+
+    @property
+    def reads_captions(self) -> bool:
+        """Whether training reads the scenes' captions (the CLIP family only; ``supervised`` reads the
+        object labels, SimCLR and DINO nothing, ``random`` does not train)."""
+        return self.base == "clip"
 
 
 _KNOB = re.compile(r"^(?:gamma(?P<gamma>\d+(?:\.\d+)?)|(?P<noact>noact)|(?P<noema>noema)|(?P<crops>crops)"
@@ -174,15 +183,30 @@ class Profile:
         """The SceneSource keywords with ``overrides`` (tuples kept as tuples)."""
         return {**self.scenes, **overrides}
 
-    def fingerprint(self) -> str:
-        """Hash of every field that changes a run's numbers (not seeds, rows, device or threads)."""
+    def fingerprint(self, row: RowSpec | None = None) -> str:
+        """Hash of every field that changes a run's numbers (not seeds, rows, device or threads).
+
+        With ``row``: the fields that change *that row's* numbers. A row that reads no caption
+        (:attr:`RowSpec.reads_captions` false) leaves out the scenes' ``caption_fraction`` and
+        ``caption_words`` (captions change no pixel, layout or label), so its runs stay valid when
+        only the captions change; the test ``test_rows_reading_no_caption_train_the_same_under_any_captions``
+        trains such rows under two caption settings and checks that nothing differs.
+        """
         d = dataclasses.asdict(self)
         for key in (
             "name", "description", "seeds", "orderings", "rows", "first_seed_rows", "device", "threads",
             "est_step_s",
         ):  # fmt: skip
             d.pop(key)
+        if row is not None and not row.reads_captions:
+            d["scenes"] = {k: v for k, v in d["scenes"].items() if k not in CAPTION_FIELDS}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+    def made_by(self, stored: object, row: RowSpec) -> bool:
+        """Whether a run record stamped with fingerprint ``stored`` holds ``row``'s numbers under this
+        profile: its row fingerprint, or the whole profile's (which covers more, so implies it; runs
+        recorded before row fingerprints carry that one)."""
+        return stored in (self.fingerprint(row), self.fingerprint())
 
 
 def expand_rows(profile: Profile, spec: str | None) -> list[str]:

@@ -302,7 +302,8 @@ def write_outputs(
     evals = [r["eval"] for r in runs if r.get("eval")]
     summary = summarise(evals, profile.tasks)
     stamp = (
-        f"profile `{profile.name}` (fingerprint {profile.fingerprint()}, {profile.images_seen} images seen "
+        f"profile `{profile.name}` (fingerprint {profile.fingerprint()}{_captionless(profile, evals)}, "
+        f"{profile.images_seen} images seen "
         f"per run: {profile.steps} steps x {profile.batch_size}); machine: {machine['device_name']} "
         f"({machine['device']}), {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads; "
         f"{machine['date']}; commit {machine['commit']}"
@@ -318,6 +319,19 @@ def write_outputs(
         + "), in percent.",
         "",
     ]
+    reused: dict[str, int] = {}
+    for e in evals:
+        if e.get("reused_from"):
+            src = e["reused_from"]
+            name = f"{Path(src['file']).parent.name}/{Path(src['file']).name} (commit {src.get('commit')})"
+            reused[name] = reused.get(name, 0) + 1
+    if reused:
+        parts += [
+            "Reused from earlier reports (same row fingerprint; each run's `reused_from` in results.json): "
+            + ", ".join(f"{n} runs from {name}" for name, n in reused.items())
+            + ".",
+            "",
+        ]
     if missing:
         parts += [
             f"**Not finished, so not in these tables ({len(missing)} runs):** {', '.join(missing)}.",
@@ -375,6 +389,13 @@ def write_outputs(
         for p in _plots(summary, evals, profile, out, title):
             paths[p.stem] = p
     return paths
+
+
+def _captionless(profile: Profile, evals: list[dict[str, Any]]) -> str:
+    """``"; rows reading no caption: <fp>"`` where the report has such rows (their row fingerprint)."""
+    fps = {profile.fingerprint(parse_row(e["row"])) for e in evals if not parse_row(e["row"]).reads_captions}
+    fps.discard(profile.fingerprint())
+    return f"; rows reading no caption: {', '.join(sorted(fps))}" if fps else ""
 
 
 def _jsonable(profile: Profile) -> dict[str, Any]:

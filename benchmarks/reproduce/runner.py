@@ -2,10 +2,12 @@
 
 One run = (row, seed, ordering) = one :func:`agents.pretrain.pretrain` run directory
 ``<out>/<row>/s<seed>o<ordering>`` holding, besides the trainer's files, ``reproduce.json`` (the
-profile fingerprint and configs, written before training), ``train.json`` (written when training
-finished) and ``eval.json`` (the probe results, final and per intermediate checkpoint). A finished
-run is skipped; an interrupted one resumes (``pretrain`` resumes itself); probe results already in
-``eval.json`` are never recomputed.
+row fingerprint, written before training), ``train.json`` (written when training finished) and
+``eval.json`` (the probe results, final and per intermediate checkpoint), each stamped with the row
+fingerprint (:meth:`~.profiles.Profile.fingerprint`: rows that read no caption leave the captions
+out). A finished run is skipped; an interrupted one resumes (``pretrain`` resumes itself); probe
+results already in ``eval.json`` are never recomputed; finished runs of an earlier report can be
+reused (:mod:`.reuse`).
 
 Seeds: ``seed`` is the model initialisation (``torch.manual_seed`` right before the system is
 built; systems build the encoder first, so base, AB and ``random`` rows of one seed start from the
@@ -95,14 +97,13 @@ def run_status(run: Run, profile: Profile) -> str:
     """
     check_recipe(run, profile)
     ev = read_json(run.dir / "eval.json")
-    trained = (
-        run.row.method is None
-        or (read_json(run.dir / "train.json") or {}).get("fingerprint") == profile.fingerprint()
+    trained = run.row.method is None or profile.made_by(
+        (read_json(run.dir / "train.json") or {}).get("fingerprint"), run.row
     )
     if (
         trained
         and ev is not None
-        and ev.get("fingerprint") == profile.fingerprint()
+        and profile.made_by(ev.get("fingerprint"), run.row)
         and all(t in ev.get("final", {}) for t in profile.tasks)
     ):
         return "done"
@@ -116,10 +117,10 @@ def run_status(run: Run, profile: Profile) -> str:
 def check_recipe(run: Run, profile: Profile) -> None:
     """Refuse a run directory whose stored configs (``run.json``) differ from the row's recipe now.
 
-    The profile fingerprint covers what every row shares; this covers what the row adds (its
+    The row fingerprint covers what the profile fixes; this covers what the row adds (its
     knobs), so a knob whose meaning changed cannot pass old results off as new ones. Not compared:
     fields the stored configs lack (added since), ``num_classes`` (filled in by ``pretrain``), the
-    source (its name carries the profile, whose fingerprint covers the scenes), device and threads.
+    source (its name carries the row fingerprint, which covers the scenes), device and threads.
 
     Raises:
         ValueError: naming the run directory and the first differing field.
@@ -160,16 +161,17 @@ def scene_source(profile: Profile, **overrides: Any) -> Any:
     return _SCENES[key]
 
 
-def register_training_source(profile: Profile) -> str:
+def register_training_source(profile: Profile, row: RowSpec) -> str:
     """Register the profile's pre-training scenes as an embedded dataset name for ``DataConfig.source``.
 
     ``DataConfig.source`` must be JSON-able (it is written to ``run.json``), so a configured
-    ``SceneSource`` cannot be passed; the name carries the profile fingerprint, so ``pretrain``
-    refuses to resume a run directory made with other scenes.
+    ``SceneSource`` cannot be passed; the name carries the row fingerprint, so ``pretrain``
+    refuses to resume a run directory made with other scenes (or, for a row that reads captions,
+    other captions).
     """
     from vpt_env.data.embedded import EMBEDDED
 
-    name = f"reproduce-{profile.name}-{profile.fingerprint()}"
+    name = f"reproduce-{profile.name}-{profile.fingerprint(row)}"
     if name not in EMBEDDED:
         EMBEDDED[name] = lambda: scene_source(profile, split="train")
     return name
@@ -191,7 +193,7 @@ def system_config(profile: Profile, row: RowSpec) -> SystemConfig:
 def data_config(profile: Profile, row: RowSpec, device: str) -> DataConfig:
     """The data config of a trained row (the profile's scenes and views, plus the row's knobs)."""
     return DataConfig(
-        source=register_training_source(profile),
+        source=register_training_source(profile, row),
         view_size=profile.view_size,
         scale=tuple(profile.scale),
         augment=profile.augment,
@@ -228,14 +230,14 @@ def train_run(run: Run, profile: Profile, device: str) -> dict[str, Any] | None:
     """Train ``run`` (resuming it) unless it already finished; returns its ``train.json`` (None: random)."""
     if run.row.method is None:
         return None
-    fp = profile.fingerprint()
+    fp = profile.fingerprint(run.row)
     done = read_json(run.dir / "train.json")
-    if done is not None and done.get("fingerprint") == fp:
+    if done is not None and profile.made_by(done.get("fingerprint"), run.row):
         return done
     data, system, train = configs(profile, run, device)
     run.dir.mkdir(parents=True, exist_ok=True)
     meta = read_json(run.dir / "reproduce.json")
-    if meta is not None and meta.get("fingerprint") != fp:
+    if meta is not None and not profile.made_by(meta.get("fingerprint"), run.row):
         raise ValueError(
             f"{run.dir} was made by profile {meta.get('profile')!r} with other settings "
             f"(fingerprint {meta.get('fingerprint')} != {fp}); pass another --out"

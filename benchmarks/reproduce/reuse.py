@@ -1,0 +1,149 @@
+"""Finished runs reused from an earlier report's ``results.json`` (``reproduce.py --reuse FILE``).
+
+A report's ``results.json`` stores its whole profile and, for every run, the ``train.json`` and
+``eval.json`` that run wrote. A stored run stands for a planned run of this profile (same row, seed
+and ordering) when both profiles give its row the same fingerprint (:meth:`Profile.fingerprint`
+with the row): for instance the SimCLR and DINO runs of a report made with other captions, which
+those methods never read. A reused run is written into its run directory, stamped ``reused_from``
+(file, fingerprint, commit, date), so later calls (``--report-only`` included) find it done and the
+report says how many runs came from where.
+
+Nothing is taken on trust where it can be checked: the stored profile must give back the
+fingerprint its report printed, and when two files, or a file and a run already finished here, hold
+the same run, their numbers (probe scores, curve points, training loss) must agree to the last digit;
+a difference is an error naming both, since it would mean the fingerprint leaves out something
+that changes the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from .profiles import Profile
+from .runner import Run, read_json, run_status, write_json
+
+__all__ = ["reuse_runs", "stored_profile"]
+
+_TIMING = ("wall_s", "wall_s_last_call", "images_per_s")
+_STAMPS = ("fingerprint", "reused_from", "images_seen")
+
+
+def stored_profile(record: dict[str, Any], path: Path) -> Profile:
+    """The :class:`Profile` a ``results.json`` record was made with.
+
+    Raises:
+        ValueError: naming ``path`` when the record has no profile, has fields this version does not
+            know, or does not give back the fingerprint it was stamped with (made by a version whose
+            fields meant something else).
+    """
+    stored = record.get("profile") if isinstance(record, dict) else None
+    if not isinstance(stored, dict) or "fingerprint" not in stored:
+        raise ValueError(f"--reuse {path}: not a reproduce.py results.json (no profile with a fingerprint)")
+    fields = {f.name for f in dataclasses.fields(Profile)}
+    kwargs = {k: v for k, v in stored.items() if k not in ("fingerprint", "images_seen")}
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise ValueError(f"--reuse {path}: profile fields {unknown} are unknown to this version")
+    profile = Profile(**kwargs)
+    if profile.fingerprint() != stored["fingerprint"]:
+        raise ValueError(
+            f"--reuse {path}: its profile gives fingerprint {profile.fingerprint()} here, not the "
+            f"{stored['fingerprint']} it was made with (made by a version whose fields differ); rerun instead"
+        )
+    return profile
+
+
+def _numbers(train: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, Any]:
+    """What a run measured, without timings and stamps (the part two copies of one run must share)."""
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in _TIMING}
+        return x
+
+    out = {"final": strip(ev.get("final", {})), "curve": strip(ev.get("curve", {}))}
+    if train is not None:
+        out["train"] = strip({k: v for k, v in train.items() if k not in _STAMPS})
+    return out
+
+
+def _difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """The first place where two runs' numbers differ (curve points compared where both have them)."""
+    for part in ("final", "train"):
+        if a.get(part) != b.get(part):
+            return part
+    for step in sorted(set(a["curve"]) & set(b["curve"]), key=int):
+        for task in sorted(set(a["curve"][step]) & set(b["curve"][step])):
+            if a["curve"][step][task] != b["curve"][step][task]:
+                return f"curve step {step} {task}"
+    return None
+
+
+def _agree(key: str, a: dict[str, Any], b: dict[str, Any], where_a: Any, where_b: Any) -> None:
+    where = _difference(a, b)
+    if where is not None:
+        raise ValueError(
+            f"{key}: {where_a} and {where_b} differ ({where}) though the fingerprints match; the "
+            "fingerprint leaves out something that changes the numbers"
+        )
+
+
+def reuse_runs(runs: list[Run], profile: Profile, files: list[Path]) -> dict[str, int]:
+    """Write into ``runs``' directories the finished runs that ``files`` hold for them.
+
+    Only runs not started here (status ``todo``) are written; a run finished here is compared with
+    the stored copies instead, and a partial one is left to resume. Returns the number of runs
+    written per file.
+
+    Raises:
+        ValueError: a file that is not a results.json of a known profile (:func:`stored_profile`),
+            or two copies of one run whose numbers differ.
+    """
+    by_key = {run.key: run for run in runs}
+    copies: dict[str, list[tuple[Path, dict[str, Any], dict[str, Any]]]] = {}
+    for path in files:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--reuse {path}: cannot read it as JSON ({e})") from e
+        source = stored_profile(record, path)
+        for stored in record.get("runs", []):
+            run = by_key.get(stored.get("key"))
+            ev = stored.get("eval") or {}
+            if run is None or source.fingerprint(run.row) != profile.fingerprint(run.row):
+                continue
+            if not all(t in ev.get("final", {}) for t in profile.tasks):
+                continue
+            if run.row.method is not None and not stored.get("train"):
+                continue
+            stamp = {
+                "file": str(path),
+                "fingerprint": ev.get("fingerprint"),
+                "commit": (record.get("machine") or {}).get("commit"),
+                "date": (record.get("machine") or {}).get("date"),
+            }
+            copies.setdefault(run.key, []).append((path, stored, stamp))
+    written = {str(path): 0 for path in files}
+    for key, found in copies.items():
+        run = by_key[key]
+        (path, first, stamp), *others = found
+        numbers = _numbers(first.get("train"), first["eval"])
+        for other_path, other, _ in others:
+            _agree(key, numbers, _numbers(other.get("train"), other["eval"]), path, other_path)
+        status = run_status(run, profile)
+        if status == "done":
+            here = _numbers(read_json(run.dir / "train.json"), read_json(run.dir / "eval.json") or {})
+            _agree(key, numbers, here, path, f"the run in {run.dir}")
+            continue
+        if status != "todo":
+            continue  # started here: it resumes
+        fp = profile.fingerprint(run.row)
+        run.dir.mkdir(parents=True, exist_ok=True)
+        if first.get("train"):
+            write_json(run.dir / "train.json", {**first["train"], "fingerprint": fp, "reused_from": stamp})
+        write_json(run.dir / "eval.json", {**first["eval"], "fingerprint": fp, "reused_from": stamp})
+        written[str(path)] += 1
+    return written
