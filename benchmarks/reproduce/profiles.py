@@ -330,7 +330,7 @@ PROFILES: dict[str, Profile] = {
         dataclasses.replace(
             _CPU_QUICK,
             name="cpu-full",
-            description="every pair, 3 seeds x 2 data orderings, cpu-quick's settings; ~3.5-4 h on 2 CPU "
+            description="every pair, 3 seeds x 2 data orderings, cpu-quick's settings; ~3.5 h on 2 CPU "
             "cores, resumable",
             orderings=(0, 1),
             rows=("random", "supervised", *ALL_PAIRS),
