@@ -160,3 +160,33 @@ def test_reuse_refuses_a_file_that_is_not_a_report_of_this_version(finished: Pat
     junk.write_text("{not json")
     proc = _cli(tmp_path / "out", "--reuse", str(junk), "--report-only", ok=False)
     assert f"--reuse {junk}: cannot read it as JSON" in proc.stderr
+
+
+def test_reuse_checks_the_stored_recipe(finished: Path, tmp_path: Path) -> None:
+    """A run's configs travel in its train.json (``recipe``): a stored run made with another recipe
+    for the row (a knob or default whose meaning changed) is not reused, nor is an ablation row's
+    run stored without one; a plain row's run without one is reused and counted as unchecked."""
+    first = json.loads((finished / "results.json").read_text())
+    ab = next(r for r in first["runs"] if r["row"] == "absimclr")
+    assert ab["train"]["recipe"]["system"]["ab_actions"] is True
+    noact = {**json.loads(json.dumps(ab)), "key": "absimclr-noact/s0o0", "row": "absimclr-noact"}
+    other = tmp_path / "other-recipe.json"
+    other.write_text(json.dumps({**first, "runs": [noact]}))
+    out = tmp_path / "a"
+    report = ("--report-only", "--no-plots")
+    proc = _cli(out, "--rows", "absimclr-noact", "--reuse", str(other), *report, ok=False)  # none to report
+    assert "reused 0 finished runs" in proc.stdout
+    why = "trained with system ab_actions=True, but the row's recipe now gives ab_actions=False"
+    assert f"not reused (1): absimclr-noact/s0o0 ({why})" in proc.stdout
+    assert not (out / "absimclr-noact").exists()
+    # Records made before the recipe was stored.
+    bare = json.loads(json.dumps({**first, "runs": [*first["runs"], noact]}))
+    for r in bare["runs"]:
+        if r["train"]:
+            del r["train"]["recipe"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(bare))
+    proc = _cli(tmp_path / "b", "--rows", "simclr,absimclr-noact", "--reuse", str(old), *report)
+    assert f"reused 1 finished runs from {old} (1 without a recipe record to check)" in proc.stdout
+    assert "absimclr-noact/s0o0 (no recipe record" in proc.stdout
+    assert (tmp_path / "b" / "simclr" / "s0o0" / "train.json").is_file()

@@ -168,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
             written = reuse_runs(runs, profile, [Path(f) for f in args.reuse])
         except ValueError as e:
             raise SystemExit(f"reproduce: {e}") from e
-        for path, n in written.items():
-            print(f"reused {n} finished runs from {path}")
+        for path, r in written.items():
+            unchecked = f" ({r['unchecked']} without a recipe record to check)" if r["unchecked"] else ""
+            print(f"reused {r['written']} finished runs from {path}{unchecked}")
+            if r["skipped"]:
+                print(f"  not reused ({len(r['skipped'])}): " + ", ".join(r["skipped"]))
     probes = ProbeSet(profile, device)
     records: list[dict[str, Any]] = []
     missing: list[str] = []

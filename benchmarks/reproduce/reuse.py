@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from .profiles import Profile
-from .runner import Run, read_json, run_status, write_json
+from .runner import Run, read_json, recipe_difference, run_status, write_json
 
 __all__ = ["reuse_runs", "stored_profile"]
 
 _TIMING = ("wall_s", "wall_s_last_call", "images_per_s")
-_STAMPS = ("fingerprint", "reused_from", "images_seen")
+_STAMPS = ("fingerprint", "reused_from", "images_seen", "recipe")
 
 
 def stored_profile(record: dict[str, Any], path: Path) -> Profile:
@@ -95,14 +95,19 @@ def reuse_runs(runs: list[Run], profile: Profile, files: list[Path]) -> dict[str
     """Write into ``runs``' directories the finished runs that ``files`` hold for them.
 
     Only runs not started here (status ``todo``) are written; a run finished here is compared with
-    the stored copies instead, and a partial one is left to resume. Returns the number of runs
-    written per file.
+    the stored copies instead, and a partial one is left to resume. A trained run's configs, stored in
+    its ``train.json`` as ``recipe``, must match the row's recipe now (:func:`recipe_difference`: a
+    knob or default whose meaning changed); a run stored without them (made before they were
+    recorded) is taken for a row without knobs, whose recipe the fingerprint covers, and skipped for
+    an ablation row. Returns, per file, ``written`` (runs written), ``unchecked`` (of those, runs
+    without a recipe record) and ``skipped`` (``"<key> (<why>)"``).
 
     Raises:
         ValueError: a file that is not a results.json of a known profile (:func:`stored_profile`),
             or two copies of one run whose numbers differ.
     """
     by_key = {run.key: run for run in runs}
+    report: dict[str, dict[str, Any]] = {str(p): {"written": 0, "unchecked": 0, "skipped": []} for p in files}
     copies: dict[str, list[tuple[Path, dict[str, Any], dict[str, Any]]]] = {}
     for path in files:
         try:
@@ -119,6 +124,10 @@ def reuse_runs(runs: list[Run], profile: Profile, files: list[Path]) -> dict[str
                 continue
             if run.row.method is not None and not stored.get("train"):
                 continue
+            why = _recipe_problem(stored["train"], profile, run) if run.row.method is not None else None
+            if why is not None:
+                report[str(path)]["skipped"].append(f"{run.key} ({why})")
+                continue
             stamp = {
                 "file": str(path),
                 "fingerprint": ev.get("fingerprint"),
@@ -126,7 +135,6 @@ def reuse_runs(runs: list[Run], profile: Profile, files: list[Path]) -> dict[str
                 "date": (record.get("machine") or {}).get("date"),
             }
             copies.setdefault(run.key, []).append((path, stored, stamp))
-    written = {str(path): 0 for path in files}
     for key, found in copies.items():
         run = by_key[key]
         (path, first, stamp), *others = found
@@ -145,5 +153,17 @@ def reuse_runs(runs: list[Run], profile: Profile, files: list[Path]) -> dict[str
         if first.get("train"):
             write_json(run.dir / "train.json", {**first["train"], "fingerprint": fp, "reused_from": stamp})
         write_json(run.dir / "eval.json", {**first["eval"], "fingerprint": fp, "reused_from": stamp})
-        written[str(path)] += 1
-    return written
+        report[str(path)]["written"] += 1
+        report[str(path)]["unchecked"] += run.row.method is not None and "recipe" not in first["train"]
+    return report
+
+
+def _recipe_problem(train: dict[str, Any], profile: Profile, run: Run) -> str | None:
+    """Why a stored trained run cannot stand for ``run`` (None: it can)."""
+    recipe = train.get("recipe")
+    if isinstance(recipe, dict):
+        diff = recipe_difference(recipe, profile, run.row)
+        return None if diff is None else f"trained with {diff}"
+    if run.row.system or run.row.data:
+        return "no recipe record, and its knobs may have meant something else then"
+    return None

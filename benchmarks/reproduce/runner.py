@@ -33,7 +33,7 @@ from agents.trainer import TrainConfig
 
 from .profiles import Profile, RowSpec, parse_row
 
-__all__ = ["Run", "plan", "random_encoder", "run_status", "train_run"]
+__all__ = ["Run", "plan", "random_encoder", "recipe_difference", "row_recipe", "run_status", "train_run"]
 
 
 @dataclass(frozen=True)
@@ -128,19 +128,41 @@ def check_recipe(run: Run, profile: Profile) -> None:
     stored = read_json(run.dir / "run.json")
     if run.row.method is None or not isinstance(stored, dict):  # none, or unreadable: pretrain's to judge
         return
-    system = system_config(profile, run.row).to_dict()
-    data = dataclasses.asdict(data_config(profile, run.row, "cpu"))
-    for part, now in (("system", system), ("data", data)):
+    diff = recipe_difference(stored, profile, run.row)
+    if diff is not None:
+        raise ValueError(
+            f"{run.dir} holds {run.key} trained with {diff}; move the directory away (or pass another "
+            "--out) to rerun it"
+        )
+
+
+def row_recipe(profile: Profile, row: RowSpec) -> dict[str, Any]:
+    """The row's configs as ``run.json`` stores them: ``{"system": ..., "data": ...}`` (JSON values)."""
+    recipe = {
+        "system": system_config(profile, row).to_dict(),
+        "data": dataclasses.asdict(data_config(profile, row, "cpu")),
+    }
+    return json.loads(json.dumps(recipe, default=list))
+
+
+def recipe_difference(stored: dict[str, Any], profile: Profile, row: RowSpec) -> str | None:
+    """The first field where stored configs (``{"system": ..., "data": ...}``) differ from the row's
+    recipe now, as ``"<part> <key>=<old>, but the row's recipe now gives <key>=<new>"``; None if none.
+
+    Not compared: fields the stored configs lack (added since), ``num_classes`` (filled in by
+    ``pretrain``), the source (its name carries the row fingerprint, which covers the scenes),
+    device and threads.
+    """
+    now = row_recipe(profile, row)
+    for part in ("system", "data"):
         old = stored.get(part)
         if not isinstance(old, dict):
             continue
-        for key in sorted(set(old) & set(now) - {"num_classes", "source", "device", "threads"}):
-            a, b = (json.loads(json.dumps(v, default=list)) for v in (old[key], now[key]))
+        for key in sorted(set(old) & set(now[part]) - {"num_classes", "source", "device", "threads"}):
+            a, b = json.loads(json.dumps(old[key], default=list)), now[part][key]
             if a != b:
-                raise ValueError(
-                    f"{run.dir} holds {run.key} trained with {part} {key}={a!r}, but the row's recipe "
-                    f"now gives {key}={b!r}; move the directory away (or pass another --out) to rerun it"
-                )
+                return f"{part} {key}={a!r}, but the row's recipe now gives {key}={b!r}"
+    return None
 
 
 # -- sources --------------------------------------------------------------------------------------
@@ -265,6 +287,7 @@ def train_run(run: Run, profile: Profile, device: str) -> dict[str, Any] | None:
         "loss": result["loss"],
         "metrics": result["metrics"],
         "wall_s_last_call": time.monotonic() - start,
+        "recipe": row_recipe(profile, run.row),  # what --reuse checks a stored run against
     }
     write_json(run.dir / "train.json", record)
     return record
