@@ -190,3 +190,5 @@ def test_reuse_checks_the_stored_recipe(finished: Path, tmp_path: Path) -> None:
     assert f"reused 1 finished runs from {old} (1 without a recipe record to check)" in proc.stdout
     assert "absimclr-noact/s0o0 (no recipe record" in proc.stdout
     assert (tmp_path / "b" / "simclr" / "s0o0" / "train.json").is_file()
+    assert f"1 runs from {tmp_path.name}/old.json" in (tmp_path / "b" / "table.md").read_text()
+    assert "(1 trained before configs were recorded)" in (tmp_path / "b" / "table.md").read_text()

@@ -319,16 +319,21 @@ def write_outputs(
         + "), in percent.",
         "",
     ]
-    reused: dict[str, int] = {}
-    for e in evals:
-        if e.get("reused_from"):
-            src = e["reused_from"]
+    reused: dict[str, list[int]] = {}  # source -> [runs, trained runs without a recipe record]
+    for r in runs:
+        src = (r.get("eval") or {}).get("reused_from")
+        if src:
             name = f"{Path(src['file']).parent.name}/{Path(src['file']).name} (commit {src.get('commit')})"
-            reused[name] = reused.get(name, 0) + 1
+            count = reused.setdefault(name, [0, 0])
+            count[0] += 1
+            count[1] += bool(r.get("train")) and "recipe" not in r["train"]
     if reused:
         parts += [
             "Reused from earlier reports (same row fingerprint; each run's `reused_from` in results.json): "
-            + ", ".join(f"{n} runs from {name}" for name, n in reused.items())
+            + ", ".join(
+                f"{n} runs from {name}" + (f" ({bare} trained before configs were recorded)" if bare else "")
+                for name, (n, bare) in reused.items()
+            )
             + ".",
             "",
         ]
