@@ -50,6 +50,12 @@ def test_row_fingerprints_leave_out_only_the_captions() -> None:
         assert row.reads_captions
         assert SMOKE.fingerprint(row) == SMOKE.fingerprint()  # CLIP's runs keep the profile's fingerprint
         assert other.fingerprint(row) != SMOKE.fingerprint(row), name
+    # Where uncaptioned scenes lose their labels, the caption fraction counts for every row.
+    captioned = [*OTHER_CAPTIONS, 'scenes.annotate="captioned"']
+    simclr = parse_row("simclr")
+    assert apply_overrides(SMOKE, captioned).fingerprint(simclr) != apply_overrides(
+        SMOKE, ['scenes.annotate="captioned"']
+    ).fingerprint(simclr)
     # Anything else still counts, for every row.
     longer = apply_overrides(SMOKE, ["steps=5"])
     for name in ("simclr", "clip"):
@@ -113,9 +119,10 @@ def test_reuse_takes_the_runs_whose_row_fingerprint_matches(finished: Path, tmp_
         assert new["eval"]["reused_from"]["fingerprint"] == old["eval"]["fingerprint"]
         assert new["eval"]["fingerprint"] == SMOKE.fingerprint(parse_row(old["row"]))
     assert record["summary"]["simclr"] == first["summary"]["simclr"]
-    # A second call finds them done in their directories; nothing is copied again.
-    again = _cli(out, *rows, *sets, "--report-only", "--no-plots")
-    assert "simclr/s0o0: done, skipped" in again.stdout and "reused 3" not in again.stdout
+    # A second call finds them done in their directories (and equal to the file's); none is copied again.
+    again = _cli(out, *rows, *sets, "--reuse", str(results), "--report-only", "--no-plots")
+    assert "simclr/s0o0: done, skipped" in again.stdout
+    assert f"reused 0 finished runs from {results}" in again.stdout
     assert "3 runs from first/results.json" in (out / "table.md").read_text()
 
 
@@ -129,12 +136,23 @@ def test_reuse_checks_copies_against_each_other_and_the_runs_here(finished: Path
     # Against the run finished here.
     proc = _cli(finished, "--reuse", str(bad), "--report-only", "--no-plots", ok=False)
     assert "simclr/s0o0:" in proc.stderr and "differ (final)" in proc.stderr
-    # Against another copy; nothing is written.
+    # Against another copy, in the final scores, the training record or a curve point; nothing at all
+    # is written, not even the runs that agree (random).
     out = tmp_path / "fresh"
     args = ("--reuse", str(finished / "results.json"), "--reuse", str(bad), "--report-only", "--no-plots")
     proc = _cli(out, *args, ok=False)
     assert "differ (final) though the fingerprints match" in proc.stderr
-    assert not (out / "simclr").exists()
+    assert not out.exists()
+    for where, change in (
+        ("train", lambda r: r["train"].update(loss=r["train"]["loss"] + 1e-9)),
+        ("curve step", lambda r: next(iter(r["eval"]["curve"].values()))["scene"]["linear"].update(map=0.5)),
+    ):
+        other = json.loads(json.dumps(first))
+        change(next(r for r in other["runs"] if r["row"] == "absimclr"))
+        bad.write_text(json.dumps(other))
+        proc = _cli(out, *args, ok=False)
+        assert f"absimclr/s0o0: {finished / 'results.json'} and {bad} differ ({where}" in proc.stderr
+        assert not out.exists()
     # Timings may differ: they are not numbers a run measured.
     timed = json.loads(json.dumps(first))
     for r in timed["runs"]:
@@ -192,3 +210,31 @@ def test_reuse_checks_the_stored_recipe(finished: Path, tmp_path: Path) -> None:
     assert (tmp_path / "b" / "simclr" / "s0o0" / "train.json").is_file()
     assert f"1 runs from {tmp_path.name}/old.json" in (tmp_path / "b" / "table.md").read_text()
     assert "(1 trained before configs were recorded)" in (tmp_path / "b" / "table.md").read_text()
+
+
+def test_reuse_takes_no_run_made_on_another_device(finished: Path, tmp_path: Path) -> None:
+    record = json.loads((finished / "results.json").read_text())
+    record["machine"]["device"] = "cuda:0"  # bf16 autocast there: other numbers
+    cuda = tmp_path / "cuda.json"
+    cuda.write_text(json.dumps(record))
+    proc = _cli(tmp_path / "out", "--reuse", str(cuda), "--report-only", "--no-plots", ok=False)
+    assert "reused 0 finished runs" in proc.stdout and "simclr/s0o0 (made on cuda, not cpu)" in proc.stdout
+
+
+def test_dry_run_counts_what_reuse_would_take_and_writes_nothing(finished: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dry"
+    proc = _cli(out, "--reuse", str(finished / "results.json"), "--dry-run")
+    assert "would reuse (the plan below lists them as todo) 3 finished runs" in proc.stdout
+    assert not out.exists()
+
+
+def test_a_reused_run_is_checked_against_the_recipe_later(finished: Path, tmp_path: Path) -> None:
+    out = tmp_path / "reused"
+    _cli(out, "--rows", "simclr", "--reuse", str(finished / "results.json"), "--report-only", "--no-plots")
+    (run,) = runner.plan(SMOKE, ["simclr"], out)
+    assert runner.run_status(run, SMOKE) == "done" and not (run.dir / "run.json").exists()
+    train = json.loads((run.dir / "train.json").read_text())
+    train["recipe"]["train"]["lr"] = 0.5  # as if the row's recipe had changed since
+    (run.dir / "train.json").write_text(json.dumps(train))
+    with pytest.raises(ValueError, match=r"simclr/s0o0 trained with train lr=0\.5, but the row's recipe now"):
+        runner.run_status(run, SMOKE)

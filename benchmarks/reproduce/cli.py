@@ -161,18 +161,19 @@ def main(argv: list[str] | None = None) -> int:
         k, n = _shard(args.shard)
         runs = runs[k::n]
         print(f"shard {k}/{n}: {len(runs)} runs")
-    if args.dry_run:
-        return _dry_run(runs, profile)
     if args.reuse:
         try:
-            written = reuse_runs(runs, profile, [Path(f) for f in args.reuse])
+            reused = reuse_runs(runs, profile, [Path(f) for f in args.reuse], device, write=not args.dry_run)
         except ValueError as e:
             raise SystemExit(f"reproduce: {e}") from e
-        for path, r in written.items():
+        verb = "would reuse (the plan below lists them as todo)" if args.dry_run else "reused"
+        for path, r in reused.items():
             unchecked = f" ({r['unchecked']} without a recipe record to check)" if r["unchecked"] else ""
-            print(f"reused {r['written']} finished runs from {path}{unchecked}")
+            print(f"{verb} {r['written']} finished runs from {path}{unchecked}")
             if r["skipped"]:
                 print(f"  not reused ({len(r['skipped'])}): " + ", ".join(r["skipped"]))
+    if args.dry_run:
+        return _dry_run(runs, profile)
     probes = ProbeSet(profile, device)
     records: list[dict[str, Any]] = []
     missing: list[str] = []

@@ -188,7 +188,8 @@ class Profile:
 
         With ``row``: the fields that change *that row's* numbers. A row that reads no caption
         (:attr:`RowSpec.reads_captions` false) leaves out the scenes' ``caption_fraction`` and
-        ``caption_words`` (captions change no pixel, layout or label), so its runs stay valid when
+        ``caption_words`` (captions change no pixel, layout or label, unless the scenes'
+        ``annotate="captioned"`` drops the uncaptioned scenes' labels), so its runs stay valid when
         only the captions change; the test ``test_rows_reading_no_caption_train_the_same_under_any_captions``
         trains such rows under two caption settings and checks that nothing differs.
         """
@@ -198,7 +199,8 @@ class Profile:
             "est_step_s",
         ):  # fmt: skip
             d.pop(key)
-        if row is not None and not row.reads_captions:
+        if row is not None and not row.reads_captions and d["scenes"].get("annotate", "all") == "all":
+            # (with annotate="captioned" the caption fraction decides which scenes keep their labels)
             d["scenes"] = {k: v for k, v in d["scenes"].items() if k not in CAPTION_FIELDS}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:12]
 

@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .profiles import Profile
 from .runner import Run, read_json, recipe_difference, run_status, write_json
 
@@ -47,7 +49,10 @@ def stored_profile(record: dict[str, Any], path: Path) -> Profile:
     unknown = sorted(set(kwargs) - fields)
     if unknown:
         raise ValueError(f"--reuse {path}: profile fields {unknown} are unknown to this version")
-    profile = Profile(**kwargs)
+    try:
+        profile = Profile(**kwargs)
+    except TypeError as e:  # a required field missing
+        raise ValueError(f"--reuse {path}: its profile is incomplete ({e})") from e
     if profile.fingerprint() != stored["fingerprint"]:
         raise ValueError(
             f"--reuse {path}: its profile gives fingerprint {profile.fingerprint()} here, not the "
@@ -64,7 +69,7 @@ def _numbers(train: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, Any]
             return {k: strip(v) for k, v in x.items() if k not in _TIMING}
         return x
 
-    out = {"final": strip(ev.get("final", {})), "curve": strip(ev.get("curve", {}))}
+    out = {"final": strip(ev.get("final") or {}), "curve": strip(ev.get("curve") or {})}
     if train is not None:
         out["train"] = strip({k: v for k, v in train.items() if k not in _STAMPS})
     return out
@@ -91,16 +96,23 @@ def _agree(key: str, a: dict[str, Any], b: dict[str, Any], where_a: Any, where_b
         )
 
 
-def reuse_runs(runs: list[Run], profile: Profile, files: list[Path]) -> dict[str, int]:
+def reuse_runs(
+    runs: list[Run], profile: Profile, files: list[Path], device: str, write: bool = True
+) -> dict[str, dict[str, Any]]:
     """Write into ``runs``' directories the finished runs that ``files`` hold for them.
 
     Only runs not started here (status ``todo``) are written; a run finished here is compared with
-    the stored copies instead, and a partial one is left to resume. A trained run's configs, stored in
-    its ``train.json`` as ``recipe``, must match the row's recipe now (:func:`recipe_difference`: a
-    knob or default whose meaning changed); a run stored without them (made before they were
-    recorded) is taken for a row without knobs, whose recipe the fingerprint covers, and skipped for
-    an ablation row. Returns, per file, ``written`` (runs written), ``unchecked`` (of those, runs
-    without a recipe record) and ``skipped`` (``"<key> (<why>)"``).
+    the stored copies instead, and a partial one is left to resume. Not reused: runs made on another
+    kind of device than ``device`` (CUDA runs use bf16 autocast, for one), and trained runs whose
+    configs, stored in their ``train.json`` as ``recipe``, differ from the row's recipe now
+    (:func:`~.runner.recipe_difference`: a knob or default whose meaning changed). A run stored
+    without them (made before they were recorded) is taken for a row without knobs, whose recipe is
+    the profile's, and not for an ablation row. Everything is checked before anything is written.
+    ``write=False`` only counts (``--dry-run``).
+
+    Returns:
+        Per file: ``written`` (runs written, or that would be), ``unchecked`` (of those, trained runs
+        without a recipe record) and ``skipped`` (``"<key> (<why>)"``).
 
     Raises:
         ValueError: a file that is not a results.json of a known profile (:func:`stored_profile`),
@@ -115,27 +127,28 @@ def reuse_runs(runs: list[Run], profile: Profile, files: list[Path]) -> dict[str
         except (OSError, ValueError) as e:
             raise ValueError(f"--reuse {path}: cannot read it as JSON ({e})") from e
         source = stored_profile(record, path)
-        for stored in record.get("runs", []):
+        stored_runs = record.get("runs")
+        machine = record.get("machine") if isinstance(record.get("machine"), dict) else {}
+        if not isinstance(stored_runs, list) or not all(isinstance(r, dict) for r in stored_runs):
+            raise ValueError(f"--reuse {path}: its runs are not a list of run records")
+        made_on = str(machine.get("device") or "cpu").split(":")[0]
+        for stored in stored_runs:
             run = by_key.get(stored.get("key"))
-            ev = stored.get("eval") or {}
             if run is None or source.fingerprint(run.row) != profile.fingerprint(run.row):
-                continue
-            if not all(t in ev.get("final", {}) for t in profile.tasks):
-                continue
-            if run.row.method is not None and not stored.get("train"):
-                continue
-            why = _recipe_problem(stored["train"], profile, run) if run.row.method is not None else None
+                continue  # not planned here, or made with other settings for this row
+            why = _unusable(stored, profile, run, made_on, torch.device(device).type)
             if why is not None:
                 report[str(path)]["skipped"].append(f"{run.key} ({why})")
                 continue
             stamp = {
                 "file": str(path),
-                "fingerprint": ev.get("fingerprint"),
-                "commit": (record.get("machine") or {}).get("commit"),
-                "date": (record.get("machine") or {}).get("date"),
+                "fingerprint": stored["eval"].get("fingerprint"),
+                "commit": machine.get("commit"),
+                "date": machine.get("date"),
             }
             copies.setdefault(run.key, []).append((path, stored, stamp))
-    for key, found in copies.items():
+    todo = []
+    for key, found in copies.items():  # check everything first: a difference writes nothing
         run = by_key[key]
         (path, first, stamp), *others = found
         numbers = _numbers(first.get("train"), first["eval"])
@@ -145,21 +158,35 @@ def reuse_runs(runs: list[Run], profile: Profile, files: list[Path]) -> dict[str
         if status == "done":
             here = _numbers(read_json(run.dir / "train.json"), read_json(run.dir / "eval.json") or {})
             _agree(key, numbers, here, path, f"the run in {run.dir}")
+        elif status == "todo":  # (a partial or trained run here resumes)
+            todo.append((run, path, first, stamp))
+    for run, path, first, stamp in todo:
+        report[str(path)]["written"] += 1
+        report[str(path)]["unchecked"] += bool(first.get("train")) and "recipe" not in first["train"]
+        if not write:
             continue
-        if status != "todo":
-            continue  # started here: it resumes
         fp = profile.fingerprint(run.row)
         run.dir.mkdir(parents=True, exist_ok=True)
         if first.get("train"):
             write_json(run.dir / "train.json", {**first["train"], "fingerprint": fp, "reused_from": stamp})
         write_json(run.dir / "eval.json", {**first["eval"], "fingerprint": fp, "reused_from": stamp})
-        report[str(path)]["written"] += 1
-        report[str(path)]["unchecked"] += run.row.method is not None and "recipe" not in first["train"]
     return report
 
 
-def _recipe_problem(train: dict[str, Any], profile: Profile, run: Run) -> str | None:
-    """Why a stored trained run cannot stand for ``run`` (None: it can)."""
+def _unusable(stored: dict[str, Any], profile: Profile, run: Run, made_on: str, here: str) -> str | None:
+    """Why a stored run record cannot stand for ``run`` (None: it can)."""
+    ev = stored.get("eval")
+    if not isinstance(ev, dict) or not isinstance(ev.get("final"), dict):
+        return "no probe results"
+    if not all(t in ev["final"] for t in profile.tasks):
+        return "probes unfinished"
+    if made_on != here:
+        return f"made on {made_on}, not {here}"
+    if run.row.method is None:
+        return None
+    train = stored.get("train")
+    if not isinstance(train, dict):
+        return "no training record"
     recipe = train.get("recipe")
     if isinstance(recipe, dict):
         diff = recipe_difference(recipe, profile, run.row)

@@ -115,18 +115,22 @@ def run_status(run: Run, profile: Profile) -> str:
 
 
 def check_recipe(run: Run, profile: Profile) -> None:
-    """Refuse a run directory whose stored configs (``run.json``) differ from the row's recipe now.
+    """Refuse a run directory whose stored configs (``run.json``, or for a run reused from a report
+    the ``recipe`` of its ``train.json``) differ from the row's recipe now.
 
     The row fingerprint covers what the profile fixes; this covers what the row adds (its
-    knobs), so a knob whose meaning changed cannot pass old results off as new ones. Not compared:
-    fields the stored configs lack (added since), ``num_classes`` (filled in by ``pretrain``), the
-    source (its name carries the row fingerprint, which covers the scenes), device and threads.
+    knobs) and the configs' defaults, so a knob whose meaning changed cannot pass old results off as
+    new ones (see :func:`recipe_difference` for what is not compared).
 
     Raises:
         ValueError: naming the run directory and the first differing field.
     """
+    if run.row.method is None:
+        return
     stored = read_json(run.dir / "run.json")
-    if run.row.method is None or not isinstance(stored, dict):  # none, or unreadable: pretrain's to judge
+    if stored is None:
+        stored = (read_json(run.dir / "train.json") or {}).get("recipe")
+    if not isinstance(stored, dict):  # none, or unreadable: pretrain's to judge
         return
     diff = recipe_difference(stored, profile, run.row)
     if diff is not None:
@@ -136,29 +140,38 @@ def check_recipe(run: Run, profile: Profile) -> None:
         )
 
 
+#: Config fields a recipe does not compare: filled in by ``pretrain`` (``num_classes``), covered by the
+#: row fingerprint (``source``: its name carries it), the machine (``device``, ``threads``), the run's
+#: identity (``seed``: the ordering; ``out_dir``) and bookkeeping that changes no number.
+_NOT_RECIPE = frozenset({
+    "num_classes", "source", "device", "threads", "seed", "out_dir", "progress", "log_every",
+    "checkpoint_every", "keep_checkpoints", "max_time_s",
+})  # fmt: skip
+
+
 def row_recipe(profile: Profile, row: RowSpec) -> dict[str, Any]:
-    """The row's configs as ``run.json`` stores them: ``{"system": ..., "data": ...}`` (JSON values)."""
-    recipe = {
-        "system": system_config(profile, row).to_dict(),
-        "data": dataclasses.asdict(data_config(profile, row, "cpu")),
-    }
+    """The row's three configs as ``run.json`` stores them (``system``, ``data``, ``train``; JSON
+    values), for any run of the row (seed, ordering and paths aside)."""
+    data, system, train = configs(profile, Run(row, 0, 0, Path(".")), "cpu")
+    recipe = {"system": system.to_dict(), "data": dataclasses.asdict(data)}
+    recipe["train"] = dataclasses.asdict(train)
     return json.loads(json.dumps(recipe, default=list))
 
 
 def recipe_difference(stored: dict[str, Any], profile: Profile, row: RowSpec) -> str | None:
-    """The first field where stored configs (``{"system": ..., "data": ...}``) differ from the row's
-    recipe now, as ``"<part> <key>=<old>, but the row's recipe now gives <key>=<new>"``; None if none.
+    """The first field where stored configs (``{"system": ..., "data": ..., "train": ...}``) differ
+    from the row's recipe now, as ``"<part> <key>=<old>, but the row's recipe now gives <key>=<new>"``;
+    None if none.
 
-    Not compared: fields the stored configs lack (added since), ``num_classes`` (filled in by
-    ``pretrain``), the source (its name carries the row fingerprint, which covers the scenes),
-    device and threads.
+    Not compared: fields the stored configs lack (added since: a new field is taken to keep the old
+    behaviour by default) and :data:`_NOT_RECIPE`.
     """
     now = row_recipe(profile, row)
-    for part in ("system", "data"):
+    for part in ("system", "data", "train"):
         old = stored.get(part)
         if not isinstance(old, dict):
             continue
-        for key in sorted(set(old) & set(now[part]) - {"num_classes", "source", "device", "threads"}):
+        for key in sorted(set(old) & set(now[part]) - _NOT_RECIPE):
             a, b = json.loads(json.dumps(old[key], default=list)), now[part][key]
             if a != b:
                 return f"{part} {key}={a!r}, but the row's recipe now gives {key}={b!r}"
