@@ -178,6 +178,9 @@ def test_reuse_refuses_a_file_that_is_not_a_report_of_this_version(finished: Pat
     junk.write_text("{not json")
     proc = _cli(tmp_path / "out", "--reuse", str(junk), "--report-only", ok=False)
     assert f"--reuse {junk}: cannot read it as JSON" in proc.stderr
+    proc = _cli(tmp_path / "out", "--reuse", str(tmp_path / "missing.json"), "--report-only", ok=False)
+    assert f"--reuse {tmp_path / 'missing.json'}: cannot read it (No such file or directory)" in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_reuse_checks_the_stored_recipe(finished: Path, tmp_path: Path) -> None:

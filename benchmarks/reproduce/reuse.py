@@ -123,8 +123,12 @@ def reuse_runs(
     copies: dict[str, list[tuple[Path, dict[str, Any], dict[str, Any]]]] = {}
     for path in files:
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
+            text = path.read_text()
+        except OSError as e:
+            raise ValueError(f"--reuse {path}: cannot read it ({e.strerror})") from e
+        try:
+            record = json.loads(text)
+        except ValueError as e:
             raise ValueError(f"--reuse {path}: cannot read it as JSON ({e})") from e
         source = stored_profile(record, path)
         stored_runs = record.get("runs")

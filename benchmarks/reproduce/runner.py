@@ -153,9 +153,8 @@ def row_recipe(profile: Profile, row: RowSpec) -> dict[str, Any]:
     """The row's three configs as ``run.json`` stores them (``system``, ``data``, ``train``; JSON
     values), for any run of the row (seed, ordering and paths aside)."""
     data, system, train = configs(profile, Run(row, 0, 0, Path(".")), "cpu")
-    recipe = {"system": system.to_dict(), "data": dataclasses.asdict(data)}
-    recipe["train"] = dataclasses.asdict(train)
-    return json.loads(json.dumps(recipe, default=list))
+    parts = {"system": system.to_dict(), "data": dataclasses.asdict(data), "train": dataclasses.asdict(train)}
+    return json.loads(json.dumps(parts, default=list))
 
 
 def recipe_difference(stored: dict[str, Any], profile: Profile, row: RowSpec) -> str | None:
