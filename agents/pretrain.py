@@ -70,11 +70,13 @@ class DataConfig:
     crop-consistency families (``simclr``, ``dino`` and their AB versions), off otherwise. The
     paper augments the base's views and keeps AB's crop-only (see ``ab_views``); without colour
     augmentation SimCLR and DINO learn the objects' colours instead of their shapes."""
-    ab_views: str = "shared"
-    """Views of the AB term when the views are augmented: ``"shared"`` (AB reuses the base's augmented
-    views and their online forward) or ``"crops"`` (the paper's default: AB sees the same boxes rendered
-    without augmentation, at the cost of one more encoder pass over the bootstrap images' views). No
-    effect on base methods or without augmentation (the views are crops only then)."""
+    ab_views: str = "crops"
+    """Views of the AB term when the views are augmented: ``"crops"`` (the paper's default, METHOD.md
+    section 3: AB sees the same boxes rendered without augmentation, at the cost of one more encoder
+    pass over the bootstrap images' views) or ``"shared"`` (the "augmented AB views" ablation: AB reuses
+    the base's augmented views and their online forward; the relative box does not encode a flip, so a
+    flipped view's move is mirrored against its tokens). No effect on base methods or without
+    augmentation (the views are crops only then)."""
     device: str = "cpu"
     """Torch device of the pool, the sampler and the model (``cpu``, ``cuda``, ``cuda:1``)."""
     threads: int | None = None

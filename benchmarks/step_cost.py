@@ -1,7 +1,7 @@
 """Step cost of each AB system against its base, same encoder and batch, measured side by side.
 
 Usage: ``python benchmarks/step_cost.py [--device cpu] [--encoder cnn] [--batch-size 64]
-[--view-size 32] [--rounds 5] [--steps 3] [--threads N] [--ab-views shared|crops]``
+[--view-size 32] [--rounds 5] [--steps 3] [--threads N] [--ab-views crops|shared]``
 
 For each base (SimCLR, DINO, CLIP, supervised) and its AB version, one
 training step is ``training_loss`` + backward + gradient clipping + AdamW
@@ -81,7 +81,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--bases", default=",".join(BASES))
     parser.add_argument(
-        "--ab-views", default="shared", choices=AB_VIEWS, help="AB's views (DataConfig.ab_views)"
+        "--ab-views",
+        default="crops",
+        choices=AB_VIEWS,
+        help="AB views (the paper: crops)",
     )
     parser.add_argument("--json", default=None, help="default: benchmarks/results/step_cost_<device>.json")
     args = parser.parse_args()
@@ -136,8 +139,10 @@ def main() -> None:
     print("| base | base ms/step | AB ms/step | AB / base |\n| --- | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['base']} | {r['base_ms']:.1f} | {r['ab_ms']:.1f} | {r['ratio']:.2f} |")
-    print(f"wrote {path} ({name}, encoder {args.encoder}, batch {args.batch_size}x{args.views} views "
-          f"of {args.view_size} px, AB views {args.ab_views})")
+    print(
+        f"wrote {path} ({name}, encoder {args.encoder}, batch {args.batch_size}x{args.views} views "
+        f"of {args.view_size} px, AB views {args.ab_views})"
+    )
 
 
 if __name__ == "__main__":

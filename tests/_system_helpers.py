@@ -65,15 +65,21 @@ def expected_p_ema(method, system, batch, captions, nb, ab_views=None):
         return logits.softmax(-1).view(nb, V, -1)
     if method == "absimclr":
         na = round(B * cfg.annotation_fraction)
-        q = F.normalize(ema["projector"](pooled), dim=-1)
+        q = F.normalize(ema["projector"](pooled), dim=-1).view(nb, V, -1)
         keys = F.normalize(ema["projector"](ema["encoder"](batch.views[:na, 0]).pooled), dim=-1)
-        return (q @ keys.T / cfg.simclr_temperature).softmax(-1).view(nb, V, -1)
+        logits = q @ keys.T / cfg.simclr_temperature  # (nb, V, na)
+        # View 0 of an image that is also an annotation meets its image through view 1, not itself.
+        own = min(nb, na)
+        alt = F.normalize(ema["projector"](ema["encoder"](batch.views[:own, 1]).pooled), dim=-1)
+        for b in range(own):
+            logits[b, 0, b] = q[b, 0] @ alt[b] / cfg.simclr_temperature
+        return logits.softmax(-1)
     if method == "abclip":
         na = round(B * cfg.annotation_fraction)
         texts = [captions[c] for c in batch.caption.tolist() if c >= 0][:na]
         img = F.normalize(ema["image_proj"](pooled), dim=-1)
         txt = F.normalize(ema["text"](texts), dim=-1)
-        scale = min(100.0, math.exp(ema["logit_scale"].log_scale.item()))
+        scale = math.exp(ema["logit_scale"].log_scale.item())  # the parameter is clipped, not the value
         return (scale * img @ txt.T).softmax(-1).view(nb, V, -1)
     assert method == "absupervised"  # scenes: multi-label, the normalised sigmoid
     sig = torch.sigmoid(ema["classifier"](pooled))

@@ -183,10 +183,12 @@ def test_pretrain_on_scenes_given_as_json(tmp_path):
 def test_ab_views_crops_reaches_the_sampler_of_ab_methods_only():
     from agents.pretrain import DataConfig, build_sampler
 
-    data = DataConfig(source="photos", view_size=16, ab_views="crops")
+    data = DataConfig(source="photos", view_size=16)
+    assert data.ab_views == "crops"  # the paper's default (METHOD.md section 3)
     assert build_sampler(data, method="abdino").crop_views
     assert not build_sampler(data, method="dino").crop_views
-    assert not build_sampler(DataConfig(source="photos", view_size=16), method="abdino").crop_views
+    shared = DataConfig(source="photos", view_size=16, ab_views="shared")  # the ablation
+    assert not build_sampler(shared, method="abdino").crop_views
     batch = build_sampler(data, method="absimclr").sample(2, 2)
     assert batch.crop_views is not None and batch.crop_views.shape == batch.views.shape
     assert build_sampler(data, method="abclip").sample(2, 2).crop_views is None  # not augmented

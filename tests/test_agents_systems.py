@@ -94,17 +94,27 @@ def test_every_method_trains_on_device(system_data, device):
 
 
 def test_ab_step_reuses_the_online_forward(system_data):
-    """The AB term adds no online encoder call (DINO: one per view size, base or AB)."""
+    """The AB term adds no online encoder call (DINO: one per view size, base or AB), except for the
+    CLIP pair, whose base encodes view 0 alone (all it reads): ABCLIP encodes its bootstrap images'
+    other views itself, still fewer views than encoding every view of the batch."""
     batch, captions, k = system_data
     for base in BASES:
-        counts = []
+        calls, views = [], []
         for method in (base, "ab" + base):
             system = build(method, k)
-            calls = []
-            system.encoder.register_forward_hook(lambda *args, calls=calls: calls.append(1))
+            seen = []
+            system.encoder.register_forward_hook(
+                lambda _m, args, _out, seen=seen: seen.append(args[0].shape[0])
+            )
             system.training_loss(batch, captions)
-            counts.append(len(calls))
-        assert counts[0] == counts[1] == (2 if base == "dino" else 1), base
+            calls.append(len(seen))
+            views.append(sum(seen))
+        if base == "clip":
+            nb = system.num_bootstrap(B)
+            assert calls == [1, 2] and views == [B, B + nb * V] and views[1] < B * V
+        else:
+            assert calls[0] == calls[1] == (2 if base == "dino" else 1), base
+            assert views[0] == views[1] == B * V, base
 
 
 # -- AB targets -----------------------------------------------------------------------------------------

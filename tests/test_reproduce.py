@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from agents.pretrain import DataConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "reproduce.py"
 ROWS = ("random", "simclr", "absimclr")
@@ -205,15 +207,21 @@ def test_rows_and_ablation_knobs() -> None:
     assert parse_row("abdino-crops-gamma0").data == {"ab_views": "crops"}
     assert parse_row("abdino-nopsigrad").system == {"ab_psi_grad": False}
     assert parse_row("abdino-w0.25-crops").system == {"ab_weight": 0.25}
+    # The departures from METHOD.md that earlier profiles made by default are named rows now.
+    assert parse_row("absimclr-augab").data == {"ab_views": "shared"}
+    assert parse_row("abdino-v2").train == {"views_per_image": 2}
+    assert parse_row("abclip-scale0.2").data == {"scale": (0.2, 1.0)}
     bad_rows = ("clip-noact", "dino-crops", "absimclr-nopsigrad", "abclip-warp", "abclip-w", "dino-w0.5")
-    for bad in (*bad_rows, "byol", "abclip-iou0.6_0.3", "abdino-w0.25-w0.5", "abclip-noact-noact"):
+    more_bad = ("abdino-v1", "abdino-v2-v4", "abdino-scale0", "abdino-scale1.5", "abdino-crops-augab")
+    for bad in (*bad_rows, *more_bad, "byol", "abclip-iou0.6_0.3", "abdino-w0.25-w0.5", "abclip-noact-noact"):
         with pytest.raises(ValueError):
             parse_row(bad)
     quick = PROFILES["cpu-quick"]
     assert expand_rows(quick, None) == ["random", "supervised", "clip", "abclip"]
     ablations = expand_rows(quick, "ablations")
     assert ablations[0] == "abclip" and "abclip-noact" in ablations and "abclip-gamma0" in ablations
-    assert len(expand_rows(quick, "all")) == 8 + 8
+    assert {"abclip-v2", "abclip-augab", "abclip-scale0.2"} <= set(ablations)
+    assert len(expand_rows(quick, "all")) == 8 + 10
 
 
 def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
@@ -240,11 +248,17 @@ def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
         assert db == da and (sb.encoder, sb.encoder_kwargs) == (sa.encoder, sa.encoder_kwargs)
     # The captions name size and position, never colour (colour words were CLIP's shortcut, c4/c10).
     assert full.scenes["caption_words"] == ("size", "position")
-    # The README's older tables (class-only captions) stay reproducible with one --set: these are
-    # the fingerprints printed in their table.md files (cpu-full's and gpu's of 2026-11-26).
-    class_only = ["scenes.caption_words=[]"]
+    # METHOD.md's views (issue 19): 4 per image, crops of 5-100%, AB's crop-only (the data default).
+    assert all((p.views_per_image, p.scale) == (4, (0.05, 1.0)) for p in PROFILES.values())
+    assert DataConfig().ab_views == "crops"
+    # The older tables stay addressable with --set: these are the fingerprints printed in their
+    # table.md files (c25's size/position captions; class-only captions of 2026-11-26, cpu and gpu).
+    before = ["views_per_image=2", "scale=[0.2,1.0]", "scenes.objects=[1,3]", "scenes.object_size=[0.3,0.5]"]
+    assert apply_overrides(full, before).fingerprint() == "c70cd60ec1ad"
+    class_only = [*before, "scenes.caption_words=[]"]
     assert apply_overrides(full, class_only).fingerprint() == "14e314fe7e24"
-    assert apply_overrides(PROFILES["gpu"], class_only).fingerprint() == "26dfde22a1b7"
+    gpu_before = [*before[1:], "scenes.caption_words=[]"]
+    assert apply_overrides(PROFILES["gpu"], gpu_before).fingerprint() == "26dfde22a1b7"
     _, system, _ = configs(full, plan(full, ["abclip-noact"], tmp_path)[0], "cpu")
     assert system.ab_actions is False
 

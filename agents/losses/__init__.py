@@ -9,7 +9,7 @@ from __future__ import annotations
 from agents.losses.ab import ab_logits, ab_loss, ab_target
 from agents.losses.clip import clip_loss, clip_probs
 from agents.losses.dino import dino_loss, teacher_probs, update_center
-from agents.losses.simclr import nt_xent, simclr_probs
+from agents.losses.simclr import instance_probs, nt_xent, simclr_probs
 from agents.losses.supervised import IGNORE_LABEL, multilabel_loss, supervised_loss
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "clip_loss",
     "clip_probs",
     "dino_loss",
+    "instance_probs",
     "multilabel_loss",
     "nt_xent",
     "simclr_probs",

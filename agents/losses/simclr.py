@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["nt_xent", "simclr_probs"]
+__all__ = ["instance_probs", "nt_xent", "simclr_probs"]
 
 
 def _check_temperature(temperature: float) -> None:
@@ -97,5 +97,61 @@ def simclr_probs(z_query: Tensor, z_keys: Tensor, temperature: float) -> Tensor:
             f"and z_keys {tuple(z_keys.shape)}"
         )
     _check_temperature(temperature)
-    sim = F.normalize(z_query, dim=-1) @ F.normalize(z_keys, dim=-1).T
-    return (sim / temperature).softmax(dim=-1)
+    return _cosine_logits(z_query, z_keys, temperature).softmax(dim=-1)
+
+
+def _cosine_logits(z_query: Tensor, z_keys: Tensor, temperature: float) -> Tensor:
+    return F.normalize(z_query, dim=-1) @ F.normalize(z_keys, dim=-1).T / temperature
+
+
+def instance_probs(query: Tensor, keys: Tensor, alt: Tensor, temperature: float) -> Tensor:
+    """ABSimCLR's ``p(l | x_j)`` over instance annotations, never scoring a view against itself.
+
+    Image ``l``'s annotation is its view 0 (embedding ``keys[l]``), and the first ``own``
+    query images are annotation images too, so view 0 of such an image would meet *itself*
+    (cosine 1 when AB shares the base's views; the same box when AB's views are crop-only
+    copies) and pile its mass on its own image. For those ``own`` pairs ``alt[b]`` (the image's
+    view 1) stands in for the key: every view meets its own image through *another* view::
+
+        logit[b, j, l] = cos(query[b, j], keys[l]) / t
+        logit[b, 0, b] = cos(query[b, 0], alt[b]) / t          for b < own
+        p[b, j]        = softmax_l(logit[b, j])
+
+    Args:
+        query: embeddings of the views whose annotations are predicted.
+        keys: embeddings of the annotation views (view 0 of each annotation image).
+        alt: view-1 embeddings of the first ``own`` images (both query and annotation images).
+        temperature: softmax temperature (> 0).
+
+    Returns:
+        Rows summing to one.
+
+    Shape:
+        query: ``(B, V, E)``; keys: ``(L, E)``; alt: ``(own, E)`` with ``own <= min(B, L)``;
+        returns ``(B, V, L)``.
+
+    Example:
+        >>> q = torch.eye(2)[:, None].expand(2, 2, 2)     # both views of image b point along e_b
+        >>> keys = torch.eye(2)                           # image b's annotation (its view 0): e_b
+        >>> alt = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # view 1 of each image, orthogonal to it
+        >>> p = instance_probs(q, keys, alt, temperature=1.0)
+        >>> [round(x, 3) for x in p[0, 1].tolist()]   # view 1 meets its image's view 0: softmax([1, 0])
+        [0.731, 0.269]
+        >>> [round(x, 3) for x in p[0, 0].tolist()]   # view 0 meets view 1, not itself: softmax([0, 0])
+        [0.5, 0.5]
+    """
+    if query.ndim != 3 or keys.ndim != 2 or alt.ndim != 2:
+        raise ValueError(
+            f"query must be (B, V, E), keys (L, E) and alt (own, E), got {tuple(query.shape)}, "
+            f"{tuple(keys.shape)}, {tuple(alt.shape)}"
+        )
+    own = alt.shape[0]
+    if own > min(query.shape[0], keys.shape[0]):
+        raise ValueError(f"alt holds {own} rows, more than min(B, L) = {min(query.shape[0], keys.shape[0])}")
+    _check_temperature(temperature)
+    logits = _cosine_logits(query, keys, temperature)  # (B, V, L)
+    if own:
+        idx = torch.arange(own, device=logits.device)
+        own_logit = (F.normalize(query[:own, 0], dim=-1) * F.normalize(alt, dim=-1)).sum(-1) / temperature
+        logits = logits.index_put((idx, torch.zeros_like(idx), idx), own_logit)
+    return logits.softmax(dim=-1)

@@ -34,7 +34,7 @@ from agents.systems.config import SystemConfig
 from agents.utils import copy_for_ema, ema_update
 from vpt_env import TransitionBatch
 
-__all__ = ["Annotations", "BaseSystem"]
+__all__ = ["ABTerm", "Annotations", "BaseSystem", "LossTerms"]
 
 
 class Annotations(NamedTuple):
@@ -49,6 +49,33 @@ class Annotations(NamedTuple):
     psi: Tensor
     psi_ema: Tensor
     p_next: Tensor
+
+
+class ABTerm(NamedTuple):
+    """The AB term of one batch (over its ``nb`` bootstrap images).
+
+    Attributes:
+        loss: the scalar AB loss (cross-entropy of ``Q`` against the target, valid pairs).
+        q_logits: ``(nb, V, V, L)`` online logits of ``Q(l | x_i, a_{i->j})``.
+        target: ``(nb, V, V, L)`` TD targets (no gradient); ``target[b, i, j]`` depends on ``j`` only.
+        valid: ``(nb, V, V)`` bool, the pairs the loss uses.
+        p_next: ``(nb, V, L)`` ``p_ema(l | x_j)``, the local term of the target.
+        num_labels: ``L``, the size of this batch's annotation space (0: empty, the loss is a zero).
+    """
+
+    loss: Tensor
+    q_logits: Tensor
+    target: Tensor
+    valid: Tensor
+    p_next: Tensor
+    num_labels: int
+
+
+class LossTerms(NamedTuple):
+    """The loss terms of one batch: the base loss and, for an AB system, the AB term."""
+
+    base_loss: Tensor
+    ab: ABTerm | None
 
 
 def zero_touching(*modules: nn.Module | None) -> Tensor:
@@ -157,6 +184,11 @@ class BaseSystem(nn.Module):
         """
         return [views]
 
+    def _base_views(self, v: int) -> int:
+        """How many of the ``v`` views (the first ones) the base loss reads; the online encoder
+        encodes only those for the base (CLIP reads view 0 alone)."""
+        return v
+
     def _ema_bootstrap(self, batch: TransitionBatch, nb: int, ctx: dict[str, Any]) -> list[EncoderOutput]:
         """EMA encoder outputs of every view of the first ``nb`` images (called under no_grad).
 
@@ -186,18 +218,17 @@ class BaseSystem(nn.Module):
             ``target_entropy`` (mean entropy in nats of the targets of the valid pairs),
             ``ab_pairs`` (valid pairs) and ``ab_labels`` (size of the annotation space).
         """
-        _check_batch(batch)
-        online = encode_groups(self.encoder, self._view_groups(batch.views))
-        base, ctx = self._base_loss(batch, captions, online)
+        terms, ctx = self._loss_terms(batch, captions)
+        base = terms.base_loss
         stats = [base.detach().float()]
         names = ["base_loss"]
         loss = base
-        if self.decoder is not None:
-            ab, target, valid, n_labels = self._ab_term(batch, captions, online, ctx)
-            loss = base + self.config.ab_weight * ab
-            stats += [ab.detach().float(), _mean_entropy(target, valid), valid.sum().float()]
+        if terms.ab is not None:
+            ab = terms.ab
+            loss = base + self.config.ab_weight * ab.loss
+            stats += [ab.loss.detach().float(), _mean_entropy(ab.target, ab.valid), ab.valid.sum().float()]
             names += ["ab_loss", "target_entropy", "ab_pairs"]
-            stats.append(torch.tensor(float(n_labels), device=base.device))
+            stats.append(torch.tensor(float(ab.num_labels), device=base.device))
             names.append("ab_labels")
         stats += [v.detach().float() for v in ctx.get("metrics", {}).values()]
         names += list(ctx.get("metrics", {}))
@@ -206,13 +237,36 @@ class BaseSystem(nn.Module):
         values = torch.stack([s.to(base.device).reshape(()) for s in stats]).tolist()
         return loss, dict(zip(names, values, strict=True))
 
+    def loss_terms(self, batch: TransitionBatch, captions: list[str] | None = None) -> LossTerms:
+        """The base loss and the AB term of a batch, for diagnostics, without any state change.
+
+        The same computation as :meth:`training_loss` (which adds the terms), but no state of the
+        system moves (DINO's centre stays; nothing is stepped): :mod:`agents.mechanism` measures what
+        the value function learned from these terms. Gradients flow as in training, so a caller can
+        differentiate either term.
+
+        Args:
+            batch: as for :meth:`training_loss`.
+            captions: the caption table (needed by the CLIP systems).
+        """
+        return self._loss_terms(batch, [] if captions is None else captions)[0]
+
+    def _loss_terms(self, batch: TransitionBatch, captions: list[str]) -> tuple[LossTerms, dict[str, Any]]:
+        _check_batch(batch)
+        views = batch.views[:, : self._base_views(batch.views.shape[1])]
+        online = encode_groups(self.encoder, self._view_groups(views))
+        base, ctx = self._base_loss(batch, captions, online)
+        ab = self._ab_term(batch, captions, online, ctx) if self.decoder is not None else None
+        return LossTerms(base, ab), ctx
+
     def _ab_term(
         self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput], ctx: dict[str, Any]
-    ) -> tuple[Tensor, Tensor, Tensor, int]:
-        """``(ab_loss, target (nb, V, V, L), valid (nb, V, V), L)``; the target reuses the base's outputs."""
+    ) -> ABTerm:
+        """The AB term over the bootstrap images; the target reuses the base's outputs."""
         assert self.decoder is not None
         cfg = self.config
         nb = self.num_bootstrap(batch.views.shape[0])
+        v = batch.views.shape[1]
         valid = batch.pair_valid[:nb]
         relative = batch.relative[:nb]
         if not cfg.ab_actions:
@@ -221,7 +275,10 @@ class BaseSystem(nn.Module):
             relative = torch.tensor([0.0, 0.0, 1.0, 1.0], device=relative.device).expand_as(relative)
         ctx["ab_shared"] = batch.crop_views is None
         if ctx["ab_shared"]:
-            online_boot = [EncoderOutput(o.pooled[:nb], o.tokens[:nb]) for o in online]
+            if self._base_views(v) == v:
+                online_boot = [EncoderOutput(o.pooled[:nb], o.tokens[:nb]) for o in online]
+            else:  # the base encoded fewer views than AB moves between: encode the rest here
+                online_boot = encode_groups(self.encoder, self._view_groups(batch.views[:nb]))
         else:
             # Crop-only AB views (DataConfig.ab_views="crops"): one more online pass, over the
             # bootstrap images only (the targets then come from the same crops).
@@ -236,9 +293,10 @@ class BaseSystem(nn.Module):
                 target_boot = encode_groups(self.ema["encoder"], groups)
         ann = self._annotations(batch, captions, ctx, target_boot, nb)
         if ann is None:  # nothing to predict this batch: a zero that still reaches the AB modules
-            v = batch.views.shape[1]
             empty = batch.views.new_zeros(nb, v, v, 0)
-            return zero_touching(*self._ab_modules()), empty, torch.zeros_like(valid), 0
+            return ABTerm(
+                zero_touching(*self._ab_modules()), empty, empty, torch.zeros_like(valid), empty[:, 0], 0
+            )
         with torch.no_grad():
             if cfg.gamma == 0:
                 # The bootstrap term is unused: skip the EMA decoder (ab_target only checks the shape).
@@ -249,7 +307,7 @@ class BaseSystem(nn.Module):
             target = ab_target(ann.p_next, q_next, valid, cfg.gamma)
         phi = decode(self.decoder, online_boot, relative)
         q_logits = ab_logits(phi, ann.psi, cfg.ab_temperature)
-        return ab_loss(q_logits, target, valid), target, valid, ann.psi.shape[0]
+        return ABTerm(ab_loss(q_logits, target, valid), q_logits, target, valid, ann.p_next, ann.psi.shape[0])
 
     def _ab_modules(self) -> list[nn.Module | None]:
         """The modules only the AB term uses (touched when the annotation space is empty)."""
@@ -272,12 +330,9 @@ class BaseSystem(nn.Module):
         """
         if self.decoder is None:
             raise ValueError(f"ab_targets needs an AB method, got method={self.config.method!r}")
-        _check_batch(batch)
-        captions = [] if captions is None else captions
-        online = encode_groups(self.encoder, self._view_groups(batch.views))
-        _, ctx = self._base_loss(batch, captions, online)
-        _, target, valid, _ = self._ab_term(batch, captions, online, ctx)
-        return target, valid
+        ab = self.loss_terms(batch, captions).ab
+        assert ab is not None
+        return ab.target, ab.valid
 
     def after_step(self) -> None:
         """Move every EMA copy towards its online module at ``config.ema_rate``."""

@@ -30,7 +30,12 @@ MAX_LOGIT_SCALE = 100.0
 
 
 class LogitScale(nn.Module):
-    """A learned CLIP logit scale ``exp(log_scale)``, clamped at :data:`MAX_LOGIT_SCALE`.
+    """A learned CLIP logit scale ``exp(log_scale)``, kept at most :data:`MAX_LOGIT_SCALE`.
+
+    As in open_clip, the *parameter* is clipped after each optimizer step (:meth:`clip_`, which
+    :meth:`CLIPSystem.after_step` calls), not the forward value: clamping in the forward pass zeroes
+    the gradient above the cap while AdamW's momentum carries the parameter further past it, and
+    with no weight decay on it nothing brings it back (the scale sticks at the cap).
 
     Args:
         init_temperature: the initial temperature (scale ``1 / init_temperature``).
@@ -41,7 +46,12 @@ class LogitScale(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
 
     def forward(self) -> Tensor:
-        return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        return self.log_scale.exp()
+
+    @torch.no_grad()
+    def clip_(self) -> None:
+        """Clip the parameter to ``[0, log(MAX_LOGIT_SCALE)]`` (open_clip's range), in place."""
+        self.log_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
 
 
 class CLIPSystem(BaseSystem):
@@ -73,6 +83,14 @@ class CLIPSystem(BaseSystem):
 
     def _ab_modules(self) -> list[Any]:
         return [self.decoder, self.psi_head]
+
+    def _base_views(self, v: int) -> int:
+        return 1  # the contrast reads view 0 only; AB encodes the views it moves between itself
+
+    def after_step(self) -> None:
+        """Clip the logit scale's parameter, then move the EMA copies (see :class:`LogitScale`)."""
+        self.logit_scale.clip_()
+        super().after_step()
 
     def _text_input(self, texts: list[str], device: torch.device) -> Any:
         # The frozen sentence model runs once per step; online and EMA heads share its output.

@@ -1,9 +1,10 @@
 """SimCLR and ABSimCLR: instance discrimination, and AB over the batch's views as annotations.
 
 ABSimCLR's annotation space ``L`` is the annotation batch's view-0 embeddings
-(instance identities): ``p(l | x) = simclr_probs(EMA projection of x, EMA
-projections of the annotation views)`` and ``psi_AB(l)`` is an MLP head on the
-image tower's pooled output of annotation view ``l``.
+(instance identities): ``p(l | x) = instance_probs(EMA projection of x, EMA
+projections of the annotation views)``, in which a view is never scored against
+itself (view 0 of an image meets its own image through view 1), and ``psi_AB(l)``
+is an MLP head on the image tower's pooled output of annotation view ``l``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import Tensor
 from agents.distributed import all_gather_with_grad
 from agents.encoders import EncoderOutput
 from agents.heads import MLPHead
-from agents.losses import nt_xent, simclr_probs
+from agents.losses import instance_probs, nt_xent
 from agents.systems.base import Annotations, BaseSystem, pooled_views
 from vpt_env import TransitionBatch
 
@@ -63,19 +64,24 @@ class SimCLRSystem(BaseSystem):
         targets = self.target_modules()
         with torch.no_grad():
             boot = pooled_views(target_boot)  # (nb, V, D)
+            nb = boot.shape[0]
+            own = min(nb, na)  # bootstrap images that are also annotations (the first ones)
             if not self.config.ab_ema_target:
-                # Online targets: the base loss already encoded view 0 of every annotation image.
+                # Online targets: the base loss already encoded every view of every image.
                 keys = ctx["pooled"][:na, 0]
+                alt = ctx["pooled"][:own, 1]
             elif ctx["ab_shared"]:
-                # The bootstrap images are the first annotation images: reuse their EMA view 0.
+                # The bootstrap images are the first annotation images: reuse their EMA views.
                 keys = boot[:na, 0]
                 if na > nb:
                     keys = torch.cat([keys, targets["encoder"](batch.views[nb:na, 0]).pooled])
+                alt = boot[:own, 1]
             else:  # AB's views are crop-only copies; the annotations are the base's views
                 keys = targets["encoder"](batch.views[:na, 0]).pooled
+                alt = targets["encoder"](batch.views[:own, 1]).pooled
             psi_ema = targets["psi_head"](keys)
-            query = targets["projector"](boot)
-            p_next = simclr_probs(
-                query.flatten(0, 1), targets["projector"](keys), self.config.simclr_temperature
-            ).unflatten(0, boot.shape[:2])
+            p_next = instance_probs(
+                targets["projector"](boot), targets["projector"](keys), targets["projector"](alt),
+                self.config.simclr_temperature,
+            )  # fmt: skip
         return Annotations(psi, psi_ema, p_next)

@@ -24,12 +24,23 @@ from agents.eval import (
     probe_views,
 )
 from agents.eval.report import chance_level
-from agents.export import load_encoder
+from agents.export import load_encoder, load_system
+from agents.mechanism import fixed_batches, mechanism_metrics
+from agents.pretrain import build_sampler
 
 from .profiles import Profile
-from .runner import Run, random_encoder, read_json, scene_source, write_json
+from .runner import Run, configs, random_encoder, read_json, scene_source, write_json
 
-__all__ = ["PROBE_NAMES", "TASKS", "ProbeSet", "evaluate_run", "probe_heldout", "step_checkpoints"]
+__all__ = [
+    "MECHANISM_BATCHES",
+    "PROBE_NAMES",
+    "TASKS",
+    "ProbeSet",
+    "evaluate_run",
+    "probe_heldout",
+    "run_mechanism",
+    "step_checkpoints",
+]
 
 PROBE_NAMES = ("linear", "knn", "attentive")
 TASKS = {
@@ -38,6 +49,9 @@ TASKS = {
     "heldout": "object-crop (top-1): probe trained on train-split instances, tested on held-out instances",
 }
 _STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
+#: Batches (of the profile's batch size, drawn from the training scenes with a fixed seed, the same
+#: for every row) on which :func:`run_mechanism` measures the mechanism metrics.
+MECHANISM_BATCHES = 3
 
 
 class ProbeSet:
@@ -179,7 +193,9 @@ def step_checkpoints(run_dir: Path) -> dict[int, Path]:
 def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> dict[str, Any]:
     """Probe a finished run (final encoder and kept intermediate checkpoints), caching in ``eval.json``.
 
-    Only the results missing from ``eval.json`` are computed.
+    Beside the probes, ``eval.json`` holds the run's mechanism metrics (:func:`run_mechanism`) under
+    ``"mechanism"``: ``{"final": {...}, "curve": {step: {...}}}``. Only the results missing from
+    ``eval.json`` are computed.
     """
     path = run.dir / "eval.json"
     ev = read_json(path) or {}
@@ -201,7 +217,10 @@ def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> d
     todo_curve = {
         s: [t for t in profile.curve_tasks if t not in ev["curve"].get(str(s), {})] for s in curve_steps
     }
-    if not missing and not any(todo_curve.values()):
+    mech = ev.setdefault("mechanism", {"final": None, "curve": {}}) if trained else None
+    todo_mech = [] if mech is None else [s for s in curve_steps if str(s) not in mech["curve"]]
+    mech_final = mech is not None and mech["final"] is None
+    if not missing and not any(todo_curve.values()) and not todo_mech and not mech_final:
         return ev
     run.dir.mkdir(parents=True, exist_ok=True)
     if missing:
@@ -217,4 +236,28 @@ def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> d
         for task in tasks:
             entry[task] = probes.evaluate(encoder, task, tuple(profile.curve_probes))
             write_json(path, ev)
+    if mech is not None and (mech_final or todo_mech):
+        if mech_final:
+            mech["final"] = run_mechanism(run, profile, run.dir, device)
+            write_json(path, ev)
+        for step in sorted(todo_mech):
+            mech["curve"][str(step)] = run_mechanism(run, profile, curve_steps[step], device)
+            write_json(path, ev)
     return ev
+
+
+def run_mechanism(run: Run, profile: Profile, checkpoint: Path, device: str) -> dict[str, Any]:
+    """The mechanism metrics (:mod:`agents.mechanism`) of a run's system at ``checkpoint``.
+
+    Measured on :data:`MECHANISM_BATCHES` batches of the run's own data config (views, crops, AB
+    views) drawn with a fixed seed: every row of a profile, and every checkpoint of a run, is measured
+    on the same images and boxes (rows with other views or crops draw their own).
+    """
+    start = time.perf_counter()
+    data, _, train = configs(profile, run, device)
+    sampler = build_sampler(data, seed=0, method=run.row.method)
+    batches = fixed_batches(sampler, MECHANISM_BATCHES, train.batch_size, train.views_per_image)
+    system = load_system(checkpoint, device)
+    out = mechanism_metrics(system, batches, sampler.captions)
+    out["seconds"] = round(time.perf_counter() - start, 2)
+    return out

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from agents.eval import format_table
+from agents.mechanism import MECHANISM_KEYS
 
 from .probing import PROBE_NAMES, TASKS
 from .profiles import PAIRS, Profile, parse_row
 
-__all__ = ["paired_differences", "summarise", "write_outputs"]
+__all__ = ["mechanism_summary", "paired_differences", "summarise", "write_outputs"]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -46,6 +47,37 @@ def summarise(evals: list[dict[str, Any]], tasks: tuple[str, ...]) -> dict[str, 
             cell["chance"] = _mean_std([r["chance"] for r in results])[0]
             out[row][task] = cell
     return out
+
+
+def mechanism_summary(evals: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{row: {key: {mean, std, n}}}`` of the final mechanism metrics (:mod:`agents.mechanism`) of
+    each trained row (NaN values, e.g. a base row's AB metrics, are left out)."""
+    out: dict[str, Any] = {}
+    for row in _order(sorted({e["row"] for e in evals})):
+        finals = [(e.get("mechanism") or {}).get("final") for e in evals if e["row"] == row]
+        finals = [f for f in finals if f]
+        cells = {}
+        for key in MECHANISM_KEYS:
+            vals = [f[key] for f in finals if isinstance(f.get(key), (int, float)) and f[key] == f[key]]
+            if vals:
+                mean, std = _mean_std(vals)
+                cells[key] = {"mean": mean, "std": std, "n": len(vals)}
+        if cells:
+            out[row] = cells
+    return out
+
+
+def _mechanism_table(mech: dict[str, Any]) -> str:
+    if not mech:
+        return ""
+    header = "| row | " + " | ".join(MECHANISM_KEYS) + " |"
+    lines = [header, "|" + " --- |" * (len(MECHANISM_KEYS) + 1)]
+    for row, cells in mech.items():
+        vals = [
+            f"{cells[k]['mean']:.3f} ± {cells[k]['std']:.3f}" if k in cells else "-" for k in MECHANISM_KEYS
+        ]
+        lines.append(f"| {row} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
 
 
 def _pair_table(summary: dict[str, Any], tasks: tuple[str, ...]) -> str:
@@ -366,6 +398,24 @@ def write_outputs(
             paired_table,
             "",
         ]
+    mech = mechanism_summary(evals)
+    mech_table = _mechanism_table(mech)
+    if mech_table:
+        parts += [
+            "## Mechanism metrics (final checkpoint)",
+            "",
+            "Does the move tell anything, and does Q use it (`agents.mechanism`; nats; mean ± std over runs, "
+            "on the same fixed batches of the training scenes for every row): `oracle_info`, the data's "
+            "action information with the true per-view annotations; `target_info`, the same for the learned "
+            "TD target; `q_gain`, Q's cross-entropy gain from the true move over the average of the moves "
+            "from the same view (`q_gain_fraction` = `q_gain / oracle_info`; the target is at least 0.5); "
+            "`target_entropy` against `p_ema_entropy`; `grad_cosine`, the cosine between the AB and base "
+            "losses' gradients on the encoder, and `grad_ratio`, the weighted AB gradient's norm over the "
+            "base's.",
+            "",
+            mech_table,
+            "",
+        ]
     times = run_times(runs)
     parts += [
         "## Time per run",
@@ -384,6 +434,7 @@ def write_outputs(
         "profile": {**_jsonable(profile), "fingerprint": profile.fingerprint()},
         "summary": summary,
         "paired": paired,
+        "mechanism": mech,
         "times": times,
         "runs": runs,
         "missing": list(missing or []),

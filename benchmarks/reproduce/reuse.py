@@ -195,6 +195,6 @@ def _unusable(stored: dict[str, Any], profile: Profile, run: Run, made_on: str, 
     if isinstance(recipe, dict):
         diff = recipe_difference(recipe, profile, run.row)
         return None if diff is None else f"trained with {diff}"
-    if run.row.system or run.row.data:
+    if run.row.system or run.row.data or run.row.train:
         return "no recipe record, and its knobs may have meant something else then"
     return None

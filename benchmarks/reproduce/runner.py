@@ -226,14 +226,8 @@ def system_config(profile: Profile, row: RowSpec) -> SystemConfig:
 
 def data_config(profile: Profile, row: RowSpec, device: str) -> DataConfig:
     """The data config of a trained row (the profile's scenes and views, plus the row's knobs)."""
-    return DataConfig(
-        source=register_training_source(profile, row),
-        view_size=profile.view_size,
-        scale=tuple(profile.scale),
-        augment=profile.augment,
-        device=device,
-        **row.data,
-    )
+    fields = dict(view_size=profile.view_size, scale=tuple(profile.scale), augment=profile.augment)
+    return DataConfig(source=register_training_source(profile, row), device=device, **{**fields, **row.data})
 
 
 def configs(profile: Profile, run: Run, device: str) -> tuple[DataConfig, SystemConfig, TrainConfig]:
@@ -257,6 +251,7 @@ def configs(profile: Profile, run: Run, device: str) -> tuple[DataConfig, System
         seed=run.ordering,
         progress=False,
     )
+    train = dataclasses.replace(train, **run.row.train)
     return data, system_config(profile, run.row), train
 
 
