@@ -14,8 +14,9 @@ annotations, plus distractors so that the softmax runs over a meaningful set:
 * ABSimCLR: ``psi_head`` of the online encoder's pooled output of a view cropped to each of the
   image's object boxes, plus crops of up to ``distractors`` objects of the following images of the
   source (whole images where those have no boxes). Maps: the image's objects ("this object").
-* ABDINO: all ``K`` prototypes. Maps: for each object, the prototype to which the EMA teacher gives
-  the highest probability on the object's crop.
+* ABDINO: all ``K`` prototypes. Maps: for each object, the prototype to which the teacher (AB's
+  ``p_ema``: the EMA encoder and head, centred and sharpened) gives the highest probability on the
+  object's crop.
 
 :func:`value_map` computes a :class:`ValueMap`, :func:`draw_value_map` draws it with PIL (the image
 with its boxes beside one heatmap per annotation), and
@@ -370,7 +371,11 @@ def simclr_annotations(system: BaseSystem, img: MappedImage, distractors: int = 
 
 
 def dino_annotations(system: BaseSystem, img: MappedImage) -> AnnotationSet:
-    """ABDINO: all prototypes; maps of each object's top prototype under the EMA teacher."""
+    """ABDINO: all prototypes; maps of each object's top prototype under AB's teacher ``p_ema``.
+
+    The teacher is the system's :meth:`~agents.systems.BaseSystem.target_modules` (the EMA copies, or
+    the online modules under the ``ab_ema_target=False`` ablation), as in AB's target.
+    """
     cfg = system.config
     targets = system.target_modules()
     teacher = targets["head"](targets["encoder"](_object_crops(img)).pooled)
