@@ -1,4 +1,5 @@
-"""The ``vpt`` command. Subcommands: ``info``, ``bench-reward``, ``pretrain``, ``eval``, ``export``.
+"""The ``vpt`` command. Subcommands: ``info``, ``bench-reward``, ``pretrain``, ``eval``, ``export``,
+``valuemap``.
 
 Usage::
 
@@ -8,6 +9,7 @@ Usage::
     vpt pretrain --method abclip --source scenes --steps 300 [--out-dir runs/pretrain] [every knob: --help]
     vpt eval --ckpt RUN|FILE [--source S] [--baseline random] [--task image|objects] [--out DIR]
     vpt export --ckpt RUN [--out encoder.safetensors]
+    vpt valuemap --ckpt RUN [--source S] [--image N] [--grid G] [--move-size S] [--out DIR]
 
 Every ``pretrain`` flag is a documented field of :class:`agents.pretrain.DataConfig`,
 :class:`agents.systems.SystemConfig` or :class:`agents.trainer.TrainConfig`.
@@ -191,6 +193,105 @@ def _export_parser(sub: Any) -> None:
     p.set_defaults(run=_export)
 
 
+def _valuemap(args: argparse.Namespace) -> int:
+    from agents.export import load_system
+    from agents.pretrain import read_run, resolve_data_source
+    from agents.systems import METHODS
+    from agents.valuemap import heldout_source, write_value_map
+
+    ckpt = Path(args.ckpt)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"--ckpt {ckpt}: no such run directory or checkpoint")
+    data, system_cfg, _ = read_run(ckpt)
+    if not system_cfg.is_ab:
+        ab = [m for m in METHODS if m.startswith("ab")]
+        raise ValueError(f"valuemap needs an AB run ({', '.join(ab)}); {ckpt} is method={system_cfg.method}")
+    if args.source is not None:
+        source, label = resolve_data_source(args.source), args.source
+    else:
+        try:
+            source, label = heldout_source(data.source), f"the test split of {data.source}"
+        except (ValueError, OSError) as err:
+            raise ValueError(f"--source is required: the run's source cannot be read here ({err})") from None
+        if source is None:
+            raise ValueError(
+                f"--source is required: the run's source {data.source!r} has no test split (pass an "
+                "embedded name such as scenes or photos, a folder, a dataset file or a JSON scenes spec)"
+            )
+    n = len(source)
+    if not 0 <= args.image < n:
+        raise ValueError(f"--image must be in [0, {n}) ({label} has {n} images), got {args.image}")
+    system = load_system(ckpt, device=args.device)
+    png, js = write_value_map(
+        system, source, args.image, args.out, view_size=data.view_size, grid=args.grid,
+        move_size=args.move_size, distractors=args.distractors, device=args.device,
+    )  # fmt: skip
+    print(f"wrote {png} and {js}")
+    return 0
+
+
+def _bounded(kind: type, low: float, high: float | None = None, low_open: bool = False) -> Any:
+    """An argparse type: a ``kind`` number in ``[low, high]`` (``(low, ...`` with ``low_open``; no
+    upper bound when ``high`` is None)."""
+    what = "an int" if kind is int else "a number"
+    accepted = f"{what} >= {low}" if high is None else f"{what} in {'(' if low_open else '['}{low}, {high}]"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {accepted}, got {text!r}") from None
+        if not (value > low if low_open else value >= low) or (high is not None and not value <= high):
+            raise argparse.ArgumentTypeError(f"must be {accepted}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _valuemap_parser(sub: Any) -> None:
+    from agents.valuemap import MAX_GRID
+
+    p = sub.add_parser(
+        "valuemap",
+        help="draw where an AB run's value function expects each annotation of one image",
+        description="Draw Q(l | x, a) of an AB run for one image: x is the whole image, a the move to a "
+        "box centred on each cell of a grid, l each of the image's annotations (objects, classes, "
+        "captions or prototypes, by method). Writes a PNG and the numbers as JSON.",
+    )
+    p.add_argument("--ckpt", required=True, help="a pretrain run directory or its checkpoint file")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="images to map: an embedded name, a folder, a dataset file or a JSON scenes spec "
+        "(default: the test split of the run's source, for scenes)",
+    )
+    p.add_argument(
+        "--image",
+        type=_bounded(int, 0),
+        default=0,
+        help="index of the image in the source; it must have object boxes (default: 0)",
+    )
+    p.add_argument("--grid", type=_bounded(int, 2, MAX_GRID), default=9, help="moves per side (default: 9)")
+    p.add_argument(
+        "--move-size",
+        type=_bounded(float, 0.0, 1.0, low_open=True),
+        default=None,
+        help="side of each move box as a fraction of the image's shorter side (default: the "
+        "median size of the image's objects)",
+    )
+    p.add_argument(
+        "--distractors",
+        type=_bounded(int, 0, 4096),
+        default=16,
+        help="absimclr: crops of other images' objects added to the annotation set (default: 16)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument(
+        "--out", default="valuemap_out", help="folder for the PNG and the JSON (default: valuemap_out)"
+    )
+    p.set_defaults(run=_valuemap)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vpt`` console script."""
     parser = argparse.ArgumentParser(prog="vpt", description="vpt-env: visual pre-training as RL.")
@@ -223,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     _pretrain_parser(sub)
     _eval_parser(sub)
     _export_parser(sub)
+    _valuemap_parser(sub)
     args = parser.parse_args(argv)
     if getattr(args, "max_images", None) == 0 and args.command == "eval":
         args.max_images = None

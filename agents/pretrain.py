@@ -40,7 +40,16 @@ from agents.trainer import TrainConfig, Trainer
 from vpt_env import TransitionSampler
 from vpt_env.data.sources import SubsetSource, resolve_source
 
-__all__ = ["AB_VIEWS", "AUGMENTED_BASES", "RUN_FILE", "DataConfig", "build_sampler", "pretrain", "read_run"]
+__all__ = [
+    "AB_VIEWS",
+    "AUGMENTED_BASES",
+    "RUN_FILE",
+    "DataConfig",
+    "build_sampler",
+    "pretrain",
+    "read_run",
+    "resolve_data_source",
+]
 
 #: The configs of a run, next to its checkpoint.
 RUN_FILE = "run.json"
@@ -116,7 +125,7 @@ def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) ->
     if augment is None:
         augment = method is not None and method.removeprefix("ab") in AUGMENTED_BASES
     crop_views = data.ab_views == "crops" and method is not None and method.startswith("ab")
-    source: Any = _resolve(data.source, data.strict)
+    source: Any = resolve_data_source(data.source, data.strict)
     if data.max_images is not None and data.max_images < len(source):
         source = SubsetSource(source, range(data.max_images))
     return TransitionSampler(
@@ -132,8 +141,14 @@ def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) ->
     )
 
 
-def _resolve(spec: str, strict: bool) -> Any:
-    """A source string, or a JSON ``{"scenes": {SceneConfig fields}}`` spec."""
+def resolve_data_source(spec: str, strict: bool = False) -> Any:
+    """The image source of a ``DataConfig.source`` string (as ``pretrain`` reads it).
+
+    Args:
+        spec: anything :func:`~vpt_env.data.sources.resolve_source` takes by name (an embedded set,
+            a folder, a file), or a JSON ``{"scenes": {SceneConfig fields}}`` spec.
+        strict: passed to the reader a path selects.
+    """
     if not spec.lstrip().startswith("{"):
         return resolve_source(spec, strict=strict)
     try:
