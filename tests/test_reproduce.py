@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -76,6 +77,21 @@ def test_smoke_writes_table_json_and_plots(
     assert "## Time per run" in table
     assert record["times"]["random"]["training_s"] is None and record["times"]["random"]["probing_n"] == 1
     assert all(record["times"][row]["training_n"] == 1 for row in ROWS if row != "random")
+    # Mechanism metrics of every trained run, final and at each curve point; the data's action
+    # information is the same for base and AB (same fixed batches), the AB metrics only for AB.
+    mech = {r["row"]: r["eval"]["mechanism"] for r in trained}
+    for r in trained:
+        assert mech[r["row"]]["final"] and set(mech[r["row"]]["curve"]) == set(r["eval"]["curve"])
+    assert mech["simclr"]["final"]["oracle_info"] == mech["absimclr"]["final"]["oracle_info"] > 0
+    assert math.isnan(mech["simclr"]["final"]["q_gain"]) and math.isfinite(
+        mech["absimclr"]["final"]["q_gain"]
+    )
+    assert record["mechanism"]["absimclr"]["grad_cosine"]["n"] == 1
+    assert "## Mechanism metrics" in table and "q_gain_fraction" in table
+    # One value map per AB row, linked from the table.
+    assert (out / "valuemaps" / "absimclr.png").is_file() and (out / "valuemaps" / "absimclr.json").is_file()
+    assert not (out / "valuemaps" / "simclr.png").exists()
+    assert "valuemaps/absimclr.png" in table
 
 
 def test_run_times_hand_case() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .probing import ProbeSet, evaluate_run
+from .probing import ProbeSet, evaluate_run, write_row_value_map
 from .profiles import PROFILES, expand_rows
 from .report import write_outputs
 from .reuse import reuse_runs
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     probes = ProbeSet(profile, device)
     records: list[dict[str, Any]] = []
     missing: list[str] = []
+    mapped: dict[str, Path | None] = {}  # row -> its value map (AB rows: the first finished run's)
     began = time.monotonic()
     for i, run in enumerate(runs, 1):
         status = run_status(run, profile)
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{time.monotonic() - trained:.1f} s); attentive probe: {scores}",
                 flush=True,
             )
+        if run.row.name not in mapped and not args.no_plots:
+            mapped[run.row.name] = write_row_value_map(run, profile, probes, out, device)
         records.append(
             {
                 "key": run.key,

@@ -27,6 +27,7 @@ from agents.eval.report import chance_level
 from agents.export import load_encoder, load_system
 from agents.mechanism import fixed_batches, mechanism_metrics
 from agents.pretrain import build_sampler
+from agents.valuemap import write_value_map
 
 from .profiles import Profile
 from .runner import Run, configs, random_encoder, read_json, scene_source, write_json
@@ -40,6 +41,7 @@ __all__ = [
     "probe_heldout",
     "run_mechanism",
     "step_checkpoints",
+    "write_row_value_map",
 ]
 
 PROBE_NAMES = ("linear", "knn", "attentive")
@@ -52,6 +54,8 @@ _STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
 #: Batches (of the profile's batch size, drawn from the training scenes with a fixed seed, the same
 #: for every row) on which :func:`run_mechanism` measures the mechanism metrics.
 MECHANISM_BATCHES = 3
+#: The held-out (test-split) probe scene whose value maps the report draws, one per AB row.
+VALUEMAP_IMAGE = 0
 
 
 class ProbeSet:
@@ -69,7 +73,8 @@ class ProbeSet:
         self._data: dict[str, ProbeData] = {}
         self.render_s: dict[str, float] = {}  # seconds spent rendering each task's probe views
 
-    def _source(self, split: str) -> Any:
+    def source(self, split: str) -> Any:
+        """The probe scenes of ``split`` ("train": fresh train-split scenes; "test": held-out instances)."""
         p = self.profile
         n = p.probe_images if split == "train" else p.probe_test_images
         return scene_source(p, split=split, n_images=n, seed=int(p.scenes.get("seed", 0)) + 1000)
@@ -83,7 +88,7 @@ class ProbeSet:
                 "heldout_test": ("test", "objects"),
             }[name]
             self._data[name] = probe_views(
-                self._source(src), view_size=self.size, task=task, device=self.device
+                self.source(src), view_size=self.size, task=task, device=self.device
             )
             self.render_s[name] = time.monotonic() - start
         return self._data[name]
@@ -261,3 +266,23 @@ def run_mechanism(run: Run, profile: Profile, checkpoint: Path, device: str) -> 
     out = mechanism_metrics(system, batches, sampler.captions)
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
+
+
+def write_row_value_map(run: Run, profile: Profile, probes: ProbeSet, out: Path, device: str) -> Path | None:
+    """The value map (:mod:`agents.valuemap`) of an AB run's final system on held-out scene
+    :data:`VALUEMAP_IMAGE` (a test-split probe scene), as ``out/valuemaps/<row>.png`` (and ``.json``).
+
+    Written once per row (the caller passes the row's first finished run); an existing map is kept.
+    Returns the PNG's path, or None for a row without an AB head.
+    """
+    if run.row.method is None or not run.row.method.startswith("ab"):
+        return None
+    png = out / "valuemaps" / f"{run.row.name}.png"
+    if png.is_file():
+        return png
+    system = load_system(run.dir, device)
+    png, _ = write_value_map(
+        system, probes.source("test"), VALUEMAP_IMAGE, png.parent, view_size=profile.view_size,
+        device=device, stem=run.row.name,
+    )  # fmt: skip
+    return png

@@ -416,6 +416,17 @@ def write_outputs(
             mech_table,
             "",
         ]
+    maps = sorted((out / "valuemaps").glob("*.png")) if (out / "valuemaps").is_dir() else []
+    if maps:
+        parts += [
+            "## Value maps",
+            "",
+            "Q(l | whole image, move) of each AB row's first run over a grid of moves, for the annotations "
+            "of one held-out scene (`agents.valuemap`; the numbers in the JSON beside each picture): "
+            + ", ".join(f"[{m.stem}](valuemaps/{m.name})" for m in maps)
+            + ".",
+            "",
+        ]
     times = run_times(runs)
     parts += [
         "## Time per run",
