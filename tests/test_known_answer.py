@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,3 +208,24 @@ def test_fit_gvf_is_deterministic_and_leaves_the_global_rng() -> None:
     assert not torch.equal(a.q, c.q)
     with pytest.raises(ValueError, match="checkpoints"):
         fit_gvf(mdp, cfg, checkpoints=(5,))
+
+
+# ---------------------------------------------------------------- the benchmark script
+
+
+def test_benchmark_runs_and_writes_its_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "known_answer.py"
+    spec = importlib.util.spec_from_file_location("bench_known_answer", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.checkpoints(1600) == (100, 200, 400, 800, 1600) and bench.checkpoints(3) == (3,)
+    out = tmp_path / "ka.json"
+    argv = ["--steps", "3", "--gammas", "0,0.5", "--seeds", "0,1", "--images", "2", "--boxes", "3"]
+    assert bench.main([*argv, "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert set(record["gammas"]) == {"0.0", "0.5"} and record["mdp"]["views_per_image"] == 3
+    assert [r["seed"] for r in record["gammas"]["0.5"]["runs"]] == [0, 1]
+    assert record["machine"]["torch_threads"] >= 1 and record["seconds"] > 0
+    printed = capsys.readouterr().out
+    assert "| 0.5 | 3 |" in printed and "machine:" in printed
