@@ -30,7 +30,6 @@ import os
 import random
 import re
 import secrets
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,7 +105,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> 
         ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
     writer = None
     try:
         with os.fdopen(fd, "wb") as f:
