@@ -41,6 +41,7 @@ __all__ = [
     "LATEST",
     "atomic_write",
     "capture_rng",
+    "keep_step_copy",
     "latest_checkpoint",
     "load_checkpoint",
     "remove_checkpoints",
@@ -151,18 +152,37 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any], *, keep
     _atomic_save(state, path)
     step = state.get("step")
     if keep > 0 and isinstance(step, int):
-        copy = path.parent / f"step_{step:08d}.pt"
-        # A hard link costs no second write; fall back to a copy where links are not supported.
-        tmp = path.parent / f".{copy.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            os.link(path, tmp)
-            os.replace(tmp, copy)
-        except OSError:
-            _atomic_save(state, copy)
-        for p in step_checkpoints(path.parent)[:-keep]:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        keep_step_copy(path, step, keep, state)
     return path
+
+
+def keep_step_copy(
+    path: str | os.PathLike[str], step: int, keep: int, state: dict[str, Any] | None = None
+) -> Path:
+    """Make ``step_{step:08d}.pt`` beside ``path`` a copy of it (a hard link where the file system
+    allows, else ``state`` or ``path`` written again) and delete all but the ``keep`` newest copies.
+
+    A resumed run calls it for the checkpoint it loads: a kill between writing ``latest.pt`` and
+    its copy would otherwise leave the run without that step's copy.
+
+    Returns:
+        The copy's path.
+    """
+    path = Path(path)
+    copy = path.parent / f"step_{step:08d}.pt"
+    # A hard link costs no second write; fall back to a copy where links are not supported.
+    tmp = path.parent / f".{copy.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        os.link(path, tmp)
+        os.replace(tmp, copy)
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        _atomic_save(state if state is not None else load_checkpoint(path), copy)
+    for p in step_checkpoints(path.parent)[:-keep]:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return copy
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -63,6 +63,7 @@ from agents.checkpoint import (
     LATEST,
     atomic_write,
     capture_rng,
+    keep_step_copy,
     latest_checkpoint,
     load_checkpoint,
     remove_checkpoints,
@@ -312,6 +313,9 @@ class Trainer:
         ckpt = latest_checkpoint(out) if resume else None
         if ckpt is not None:
             self.load_state(load_checkpoint(ckpt))
+            keep = cfg.keep_checkpoints
+            if dist_utils.is_main_process() and keep and not (out / f"step_{self.step:08d}.pt").is_file():
+                keep_step_copy(ckpt, self.step, keep)  # killed between latest.pt and its copy
             return
         if resume and out.is_dir() and step_checkpoints(out):
             # A fresh run would take their step numbers for its own, and delete its newer files first.

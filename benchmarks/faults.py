@@ -263,8 +263,12 @@ def kill_faults(work: Path, ref: Path, kills: int, rng: random.Random) -> list[d
         else:
             row["silent mixes"] += 1
             row["notes"].append(f"trial {k}: {why}")
-        if leftovers:
-            row["notes"].append(f"trial {k}: left {leftovers} until the resume removed them")
+        row["temporaries"] = row.get("temporaries", 0) + len(leftovers)
+    for row in rows.values():
+        if row.get("temporaries"):
+            row["notes"].append(
+                f"{row.pop('temporaries')} temporary files left by the kills, removed by the resumes"
+            )
     return list(rows.values())
 
 
@@ -293,10 +297,13 @@ def writer_faults(work: Path, ref: Path) -> list[dict[str, Any]]:
     out = work / "after"
     shutil.copytree(ref, out)
     after["injected"] = 1
-    if _run(out).returncode == 0 and _same_run(out, ref) is None:
+    proc = _run(out)
+    why = _same_run(out, ref) if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr[-200:]}"
+    if why is None:
         after["resumed exactly"] = 1
     else:
         after["silent mixes"] = 1
+        after["notes"].append(why)
     other = _row("resume with other settings", **{"refused, named": 0})
     changes = {"train.lr": ["--lr", "0.002"], "train.batch_size": ["--batch-size", "8"],
                "data.view_size": ["--view-size", "32"], "data.max_images": ["--max-images", "5"],

@@ -191,6 +191,28 @@ def test_step_checkpoints_without_latest_are_not_silently_overwritten(tmp_path):
     assert {p.name for p in tmp_path.glob("step_*")} == {"step_00000003.pt", "step_00000004.pt"}
 
 
+def test_a_step_copy_lost_to_a_kill_is_made_again_on_resume(tmp_path):
+    build(tmp_path, steps=6, checkpoint_every=3, keep_checkpoints=2).fit(stop_at=3)
+    (tmp_path / "step_00000003.pt").unlink()  # killed after latest.pt was written, before its copy
+    build(tmp_path, steps=6, checkpoint_every=3, keep_checkpoints=2).fit()
+    assert {p.name for p in tmp_path.glob("step_*")} == {"step_00000003.pt", "step_00000006.pt"}
+    assert load_checkpoint(tmp_path / "step_00000003.pt")["step"] == 3
+
+
+def test_the_same_command_after_the_run_ended_is_a_no_op(tmp_path, capsys):
+    from agents.cli import main
+
+    args = ["pretrain", "--method", "simclr", "--source", "photos", "--view-size", "16", "--batch-size", "4"]
+    args += ["--encoder-kwargs", '{"width": 8}', "--embed-dim", "16", "--hidden-dim", "16", "--steps", "1"]
+    args += ["--no-progress", "--threads", "1", "--out-dir", str(tmp_path)]
+    assert main(args) == 0
+    before = load_checkpoint(tmp_path / "latest.pt")
+    assert main(args) == 0
+    assert "1 steps on 10 images (done); no step left to run" in capsys.readouterr().out
+    after = load_checkpoint(tmp_path / "latest.pt")
+    assert after["step"] == 1 and all(torch.equal(before["system"][k], v) for k, v in after["system"].items())
+
+
 # -- 5. temporary files, a full disk ------------------------------------------------------------
 
 
