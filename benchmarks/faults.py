@@ -406,36 +406,25 @@ def shard_fault(work: Path, quick: bool) -> dict[str, Any]:
         "truncated WebDataset shard",
         **{"rows lost, counted": 0, "rows lost without a count": 0, "refused, named": 0},
     )
-    path = work / "shard.tar"
-    for cut in _cuts(len(whole), quick):
-        path.write_bytes(whole[:cut])
-        row["injected"] += 1
+
+    def read(path: Path) -> list[tuple[int, bool]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                src = WebDatasetSource(path)
-            except ValueError as err:
-                if str(path) in str(err):
-                    row["refused, named"] += 1
-                else:
-                    row["rows lost without a count"] += len(reds)
-                continue
+            src = WebDatasetSource(path)
             streamed = [im for im, _ in src]
             indexed = WebDatasetSource(path)
             try:
                 loaded = load_images(indexed)[0]
             except ValueError:
                 loaded = []
-        # The format ends with a marker: every sample of the whole shard counts, in both modes.
-        for mode, got, reader in (("streamed", streamed, src), ("indexed", loaded, indexed)):
-            lost = len(reds) - len(got)
-            if lost and sum(reader.skipped.values()):
-                row["rows lost, counted"] += lost
-            elif lost:
-                row["rows lost without a count"] += lost
-                row["notes"].append(f"cut {cut} ({mode}): {lost} lost, nothing counted")
         if _red(streamed) != _red(loaded):
-            row["notes"].append(f"cut {cut}: streamed {_red(streamed)}, indexed {_red(loaded)}")
+            row["notes"].append(
+                f"{path.stat().st_size} bytes: streamed {_red(streamed)}, indexed {_red(loaded)}"
+            )
+        return [(len(streamed), bool(src.skipped)), (len(loaded), bool(indexed.skipped))]
+
+    # The format ends with a marker: every sample of the whole shard counts, in both modes.
+    _truncate(row, work / "shard.tar", whole, quick, read, lambda cut: len(reds))
     return row
 
 
@@ -476,25 +465,46 @@ def manifest_fault(work: Path, kind: str, quick: bool) -> dict[str, Any]:
         f"truncated {kind.upper()} manifest",
         **{"rows lost, counted": 0, "rows lost without a count": 0, "refused, named": 0},
     )
-    path = root / f"m.{kind}"
+    _truncate(
+        row,
+        root / f"m.{kind}",
+        text,
+        quick,
+        _read_with(CaptionManifest),
+        lambda cut: sum(e <= cut for e in rows),
+    )
+    return row
+
+
+def _truncate(row: dict[str, Any], path: Path, text: bytes, quick: bool, read: Any, whole: Any) -> None:
+    """Write ``text`` cut at every byte to ``path`` and ``read(path)`` it (``[(rows read, whether a
+    problem was counted), ...]``, one pair per way of reading): count the refusals that name the
+    file, and the rows lost (``whole(cut)``: the rows the cut file should still give)."""
     for cut in _cuts(len(text), quick):
         path.write_bytes(text[:cut])
-        whole = sum(e <= cut for e in rows)
         row["injected"] += 1
         try:
-            src = CaptionManifest(path)
+            results = read(path)
         except ValueError as err:
             if str(path) in str(err):
                 row["refused, named"] += 1
             else:
-                row["rows lost without a count"] += whole
+                row["rows lost without a count"] += whole(cut)
+                row["notes"].append(f"cut {cut}: {err}")
             continue
-        lost = max(0, whole - len(src))
-        if lost and sum(src.skipped.values()):
-            row["rows lost, counted"] += lost
-        elif lost:
-            row["rows lost without a count"] += lost
-    return row
+        for got, counted in results:
+            lost = max(0, whole(cut) - got)
+            row["rows lost, counted" if counted else "rows lost without a count"] += lost
+
+
+def _read_with(reader: Any) -> Any:
+    """``read`` for :func:`_truncate` of a reader class (one way of reading: construction)."""
+
+    def read(path: Path) -> list[tuple[int, bool]]:
+        src = reader(path)
+        return [(len(src), bool(src.skipped))]
+
+    return read
 
 
 def coco_fault(work: Path, quick: bool) -> dict[str, Any]:
@@ -510,20 +520,13 @@ def coco_fault(work: Path, quick: bool) -> dict[str, Any]:
         "annotations": [{"id": k, "image_id": k, "category_id": 1, "bbox": [1, 1, 4, 4]} for k in range(4)],
     }
     text = json.dumps(data, indent=1).encode()
-    row = _row("truncated COCO JSON", **{"rows lost without a count": 0, "refused, named": 0})
-    path = root / "instances.json"
-    for cut in _cuts(len(text), quick):
-        path.write_bytes(text[:cut])
-        row["injected"] += 1
-        try:
-            src = CocoSource(path)
-        except ValueError as err:
-            if str(path) in str(err):
-                row["refused, named"] += 1
-            else:
-                row["notes"].append(f"cut {cut}: {err}")
-            continue
-        row["rows lost without a count"] += 4 - len(src)
+    row = _row(
+        "truncated COCO JSON",
+        **{"rows lost, counted": 0, "rows lost without a count": 0, "refused, named": 0},
+    )
+    _truncate(
+        row, root / "instances.json", text, quick, CocoSource, lambda cut: len(names)
+    )  # parses whole or not
     return row
 
 
