@@ -105,9 +105,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     data = dataclass_from_args(DataConfig, args)
     train = dataclass_from_args(TrainConfig, args, defaults=_PRETRAIN_DEFAULTS)
     out = pretrain(data, system, train, resume=args.resume)
+    last = "no step left to run" if out["loss"] is None else f"last loss {out['loss']:.4f}"
     print(
         f"{system.method}: {out['step']} steps on {out['images']} images ({out['stopped']}); "
-        f"last loss {out['loss']:.4f}; run in {out['out_dir']}"
+        f"{last}; run in {out['out_dir']}"
     )
     return 0
 
@@ -135,13 +136,23 @@ def _eval(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         encoders["random init"] = make_encoder(**encoder.config).to(args.device).eval()
     data_all = probe_views(
-        source, view_size=view_size, max_images=args.max_images, seed=args.seed, task=args.task,
+        source,
+        view_size=view_size,
+        max_images=args.max_images,
+        seed=args.seed,
+        task=args.task,
         device=args.device,
     )
     results = {
         name: evaluate_encoder(
-            enc, data_all, view_size=view_size, task=args.task, probes=args.probes.split(","),
-            seed=args.seed, device=args.device, linear_epochs=args.linear_epochs,
+            enc,
+            data_all,
+            view_size=view_size,
+            task=args.task,
+            probes=args.probes.split(","),
+            seed=args.seed,
+            device=args.device,
+            linear_epochs=args.linear_epochs,
             attentive_epochs=args.attentive_epochs,
         )
         for name, enc in encoders.items()
@@ -150,8 +161,14 @@ def _eval(args: argparse.Namespace) -> int:
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"ckpt": str(ckpt), "source": str(source), "view_size": view_size, "task": args.task,
-                "max_images": args.max_images, "seed": args.seed}
+    settings = {
+        "ckpt": str(ckpt),
+        "source": str(source),
+        "view_size": view_size,
+        "task": args.task,
+        "max_images": args.max_images,
+        "seed": args.seed,
+    }
     (out / "eval.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))
     (out / "eval.md").write_text(table + "\n")
     print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
@@ -164,11 +181,19 @@ def _eval_parser(sub: Any) -> None:
     p.add_argument("--source", default=None, help="labelled images to probe on (default: the run's source)")
     p.add_argument("--view-size", type=int, default=None, help="view side (default: the run's)")
     p.add_argument("--max-images", type=int, default=2000, help="a random subset of the source (0: all)")
-    p.add_argument("--task", default="image", choices=("image", "objects"),
-                   help="image: whole-image (multi-)labels; objects: the class of each object's region")
+    p.add_argument(
+        "--task",
+        default="image",
+        choices=("image", "objects"),
+        help="image: whole-image (multi-)labels; objects: the class of each object's region",
+    )
     p.add_argument("--probes", default="linear,knn,attentive", help="comma-separated subset")
-    p.add_argument("--baseline", default="random", choices=("random", "none"),
-                   help="also probe a randomly initialised encoder of the same architecture")
+    p.add_argument(
+        "--baseline",
+        default="random",
+        choices=("random", "none"),
+        help="also probe a randomly initialised encoder of the same architecture",
+    )
     p.add_argument("--name", default=None, help="row name of the encoder (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0, help="subset, split, probe and baseline seed")
     p.add_argument("--linear-epochs", type=int, default=100)
@@ -314,9 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench.add_argument("--out", default="bench_reward_out", help="folder for bench_reward.json and .md")
     bench.add_argument("--seconds", type=float, default=0.5, help="timing budget per reward and batch size")
-    bench.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads for timing and training"
-    )
+    bench.add_argument("--threads", type=int, default=None, help="torch CPU threads for timing and training")
     bench.add_argument(
         "--train-steps", type=int, default=0, help="train PPO for this many env steps (0: off)"
     )

@@ -3,10 +3,12 @@
 Under ``torchrun`` it initialises the process group from the environment
 (:func:`agents.distributed.init_from_env`) and trains with DDP.
 
-A run directory holds ``run.json`` (the three configs), ``latest.pt`` (the
-checkpoint: system with its EMA copies, optimizer, scheduler, every RNG state,
+A run directory holds ``run.json`` (the three configs and the model's initialisation seed),
+``latest.pt`` (the checkpoint: system with its EMA copies, optimizer, scheduler, every RNG state,
 step) and ``metrics.jsonl``. Running :func:`pretrain` again on the same
-directory resumes it exactly; a directory holding a different run is refused.
+directory resumes it exactly; a directory holding a different run (a field that changes the
+numbers differs) is refused, and so is a second process while one trains there
+(:mod:`agents.rundir`).
 
 Example:
     >>> import tempfile
@@ -25,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -34,8 +37,10 @@ from typing import Any
 
 import torch
 
-from agents import distributed
+from agents import distributed, rundir
+from agents.checkpoint import atomic_write
 from agents.systems import SystemConfig, make_system
+from agents.train_config import check_int
 from agents.trainer import TrainConfig, Trainer
 from vpt_env import TransitionSampler
 from vpt_env.data.sources import SubsetSource, resolve_source
@@ -163,11 +168,12 @@ def resolve_data_source(spec: str, strict: bool = False) -> Any:
     return SceneSource(**fields)
 
 
-def _run_record(data: DataConfig, system: SystemConfig, train: TrainConfig) -> dict[str, Any]:
+def _run_record(data: DataConfig, system: SystemConfig, train: TrainConfig, init_seed: int) -> dict[str, Any]:
     return {
         "data": dataclasses.asdict(data),
         "system": system.to_dict(),
         "train": dataclasses.asdict(train),
+        "run": {"init_seed": init_seed},
     }
 
 
@@ -205,54 +211,95 @@ def read_run(path: str | Path) -> tuple[DataConfig, SystemConfig, TrainConfig]:
 
 
 def pretrain(
-    data: DataConfig, system: SystemConfig, train: TrainConfig, *, resume: bool = True
+    data: DataConfig,
+    system: SystemConfig,
+    train: TrainConfig,
+    *,
+    resume: bool = True,
+    init_seed: int | None = None,
 ) -> dict[str, Any]:
     """Pre-train ``system`` on ``data`` with ``train`` (resuming ``train.out_dir`` if it holds this run).
+
+    The run owns ``out_dir`` while it lives (:func:`agents.rundir.hold`). A directory holding a run
+    is resumed only if every field that changes the numbers matches (all but
+    :data:`agents.rundir.NON_NUMERIC_FIELDS`; ``steps`` may change: the run is extended or cut
+    short, and ``run.json`` records where). ``run.json`` is written (atomically) once the
+    checkpoint has loaded.
 
     Args:
         data: images and views.
         system: the method and its knobs (``num_classes`` is filled in from the source).
         train: steps, batch, optimiser, checkpoints; ``out_dir`` is the run directory.
-        resume: continue from ``out_dir/latest.pt`` when it exists.
+        resume: continue from ``out_dir/latest.pt`` when it exists; False starts over, deleting the
+            old run's checkpoints and metrics.
+        init_seed: seed of the model initialisation (``torch.manual_seed`` right before the system
+            is built); None: ``train.seed``. Recorded in ``run.json`` as ``run.init_seed``.
 
     Returns:
         The trainer's summary (``step``, ``loss``, ``metrics``, ``stopped``) plus
         ``out_dir`` and ``images`` (the number of images in the pool).
 
     Raises:
-        ValueError: ``out_dir`` holds a run with another method, encoder or source, or a ``run.json``
-            that is not a readable run record (the checkpoints are left as they are).
+        RunDirectoryLocked: another process trains into ``out_dir``.
+        ValueError: ``out_dir`` holds a run with other settings (naming every differing field), or
+            a ``run.json`` that is not a readable run record (the checkpoints are left as they are).
     """
+    init_seed = train.seed if init_seed is None else init_seed
+    check_int("init_seed", init_seed, 0)
     if data.threads is not None:
         torch.set_num_threads(data.threads)
     if distributed.init_from_env() and torch.device(data.device).type == "cuda":
         # Under torchrun each rank drives its own GPU.
         data = dataclasses.replace(data, device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     out = Path(train.out_dir)
-    previous = out / RUN_FILE
-    if resume and previous.is_file():  # checked before the images load, to fail fast
-        try:
-            old = _load_record(previous)
-        except ValueError as err:
-            raise ValueError(
-                f"{err}; pass another --out-dir, or --no-resume to start over (deleting it resumes the "
-                "checkpoints with the configs given, unchecked against the run's own)"
-            ) from None
-        given = _run_record(data, system, train)
-        for part, key in (("system", "method"), ("system", "encoder"), ("data", "source")):
-            if old[part].get(key) != given[part][key]:
-                raise ValueError(
-                    f"{out} holds a run with {key}={old[part].get(key)!r}, not {given[part][key]!r}; "
-                    "pass another --out-dir (or --no-resume to start over)"
-                )
-    sampler = build_sampler(data, seed=train.seed, method=system.method)
-    classes = sampler.pool.annotations.num_classes
-    if system.num_classes is None and classes:
-        system = dataclasses.replace(system, num_classes=classes)
-    out.mkdir(parents=True, exist_ok=True)
-    record = _run_record(data, system, train)
-    if distributed.is_main_process():
-        previous.write_text(json.dumps(record, indent=2))
-    model = make_system(system).to(data.device)
-    result = Trainer(model, sampler, train).fit(resume=resume)
+    main = distributed.is_main_process()
+    with rundir.hold(out) if main else contextlib.nullcontext():
+        old = _check_resumable(out, _run_record(data, system, train, init_seed)) if resume else None
+        sampler = build_sampler(data, seed=train.seed, method=system.method)
+        classes = sampler.pool.annotations.num_classes
+        if system.num_classes is None and classes:
+            system = dataclasses.replace(system, num_classes=classes)
+        torch.manual_seed(init_seed)  # the model's initialisation (the loop seeds its own RNGs)
+        model = make_system(system).to(data.device)
+        trainer = Trainer(model, sampler, train)
+
+        def write_record() -> None:  # once the checkpoint has loaded: a record never lies
+            if not main:
+                return
+            record = _run_record(data, system, train, init_seed)
+            history = list(old.get("history", [])) if old is not None and trainer.step > 0 else []
+            if old is not None and trainer.step > 0 and old["train"].get("steps") != train.steps:
+                history.append({"step": trainer.step, "steps": [old["train"].get("steps"), train.steps]})
+            if history:
+                record["history"] = history
+            atomic_write(out / RUN_FILE, lambda f: f.write(json.dumps(record, indent=2).encode()))
+
+        result = trainer.fit(resume=resume, on_start=write_record)
     return {**result, "out_dir": str(out), "images": len(sampler.pool)}
+
+
+def _check_resumable(out: Path, given: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored record of ``out`` (None without one), if it is the run ``given`` describes.
+
+    Checked before the images load, to fail fast.
+
+    Raises:
+        ValueError: the record is unreadable, or differs in a field that changes the numbers.
+    """
+    previous = out / RUN_FILE
+    if not previous.is_file():
+        return None
+    try:
+        old = _load_record(previous)
+    except ValueError as err:
+        raise ValueError(
+            f"{err}; pass another --out-dir, or --no-resume to start over (deleting it resumes the "
+            "checkpoints with the configs given, checked only against the checkpoint's training config)"
+        ) from None
+    diffs = rundir.config_differences(old, given, rundir.NON_NUMERIC_FIELDS | rundir.RESUMABLE_FIELDS)
+    if diffs:
+        raise ValueError(
+            f"{out} holds a run with other settings: {rundir.describe(diffs)}; pass the run's own values "
+            "to resume it, another --out-dir, or --no-resume to start over (deletes its checkpoints)"
+        )
+    return old

@@ -41,14 +41,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import signal
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -59,18 +58,27 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from agents import distributed as dist_utils
+from agents import rundir
 from agents.checkpoint import (
     LATEST,
+    atomic_write,
     capture_rng,
+    keep_step_copy,
     latest_checkpoint,
     load_checkpoint,
+    remove_checkpoints,
+    remove_temporaries,
     restore_rng,
     save_checkpoint,
+    step_checkpoints,
 )
 from agents.train_config import TrainConfig, check_int, default_param_groups, lr_factor
 from vpt_env import TransitionBatch, TransitionSampler
 
-__all__ = ["System", "TrainConfig", "Trainer", "default_param_groups", "lr_factor"]
+__all__ = ["METRICS", "System", "TrainConfig", "Trainer", "default_param_groups", "lr_factor"]
+
+#: File name of the metric lines in a run directory.
+METRICS = "metrics.jsonl"
 
 
 @runtime_checkable
@@ -179,7 +187,23 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`checkpoint_state` dict (weights, optimizer, scheduler, step, RNG)."""
+        """Restore a :meth:`checkpoint_state` dict (weights, optimizer, scheduler, step, RNG).
+
+        Raises:
+            ValueError: the checkpoint's config differs from this trainer's in a field that changes
+                the numbers (:data:`agents.rundir.NON_NUMERIC_FIELDS` and ``steps`` may differ),
+                naming the fields.
+        """
+        if isinstance(state.get("config"), dict):
+            ignore = rundir.NON_NUMERIC_FIELDS | rundir.RESUMABLE_FIELDS
+            diffs = rundir.config_differences(
+                {"train": state["config"]}, {"train": asdict(self.config)}, ignore
+            )
+            if diffs:
+                raise ValueError(
+                    f"the checkpoint in {self.config.out_dir} was trained with other settings "
+                    f"({rundir.describe(diffs)}); resume it with its own settings, or start over"
+                )
         if state.get("world_size", 1) != dist_utils.world_size():
             warnings.warn(
                 f"checkpoint was written with world_size={state.get('world_size')}, resuming with "
@@ -269,7 +293,7 @@ class Trainer:
 
     def _prepare_metrics(self) -> Path:
         """Drop metric lines past the current step (and a torn last line) before appending."""
-        path = Path(self.config.out_dir) / "metrics.jsonl"
+        path = Path(self.config.out_dir) / METRICS
         if path.exists():
             keep = []
             for line in path.read_text().splitlines():
@@ -278,10 +302,34 @@ class Trainer:
                         keep.append(line + "\n")
                 except (ValueError, KeyError, TypeError):
                     continue
-            tmp = path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(keep))
-            os.replace(tmp, path)
+            atomic_write(path, lambda f: f.write("".join(keep).encode()))
         return path
+
+    def _start(self, resume: bool) -> None:
+        """Load the latest checkpoint (``resume`` and one exists), else start a fresh run: the old
+        run's checkpoints and metrics deleted (rank 0), the global RNGs seeded."""
+        cfg = self.config
+        out = Path(cfg.out_dir)
+        ckpt = latest_checkpoint(out) if resume else None
+        if ckpt is not None:
+            self.load_state(load_checkpoint(ckpt))
+            keep = cfg.keep_checkpoints
+            if dist_utils.is_main_process() and keep and not (out / f"step_{self.step:08d}.pt").is_file():
+                keep_step_copy(ckpt, self.step, keep)  # killed between latest.pt and its copy
+            return
+        if resume and out.is_dir() and step_checkpoints(out):
+            # A fresh run would take their step numbers for its own, and delete its newer files first.
+            raise ValueError(
+                f"{out} holds step checkpoints ({step_checkpoints(out)[-1].name}, ...) but no {LATEST}: "
+                f"copy the one to resume to {LATEST}, or start over (--no-resume deletes them)"
+            )
+        if dist_utils.is_main_process() and out.is_dir():
+            remove_checkpoints(out)
+            (out / METRICS).unlink(missing_ok=True)
+        self.step = 0
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
 
     def _progress(self) -> Any:
         from tqdm.auto import tqdm
@@ -289,11 +337,20 @@ class Trainer:
         enabled = self.config.progress and dist_utils.is_main_process() and sys.stderr.isatty()
         return tqdm(total=self.config.steps, initial=self.step, disable=not enabled, dynamic_ncols=True)
 
-    def fit(self, resume: bool = True, *, stop_at: int | None = None) -> dict[str, Any]:
+    def fit(
+        self,
+        resume: bool = True,
+        *,
+        stop_at: int | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
         """Train from the latest checkpoint in ``out_dir`` (if ``resume`` and one exists) to ``config.steps``.
 
-        A fresh run seeds python ``random``, numpy and torch with ``config.seed``
-        (the sampler keeps its own seed). On SIGINT or SIGTERM the current step
+        Rank 0 holds the lock of ``out_dir`` throughout (:func:`agents.rundir.hold`): a second
+        process training into it is refused. Temporary files of a killed writer are deleted.
+        A fresh run (``resume=False``, or no ``latest.pt``) deletes the old run's checkpoints and
+        metrics, then seeds python ``random``, numpy and torch with ``config.seed`` (the sampler
+        keeps its own seed). On SIGINT or SIGTERM the current step
         finishes, a checkpoint is written, and ``KeyboardInterrupt`` or
         ``SystemExit(128 + SIGTERM)`` is raised; when ``max_time_s`` is spent
         the run checkpoints and returns.
@@ -302,26 +359,33 @@ class Trainer:
             resume: continue from ``out_dir/latest.pt`` if it exists (else start fresh).
             stop_at: checkpoint and return after this step instead of ``config.steps``
                 (the schedule still spans ``config.steps``; for interleaved evaluation).
+            on_start: called (on every rank) once the checkpoint is loaded or the fresh run set up,
+                before the first step (``pretrain`` writes ``run.json`` there).
 
         Returns:
             ``{"step", "loss" (last step's loss, this rank; None if no step ran),
             "metrics" (last logged line), "stopped" ("done", "time" or "stop_at")}``.
+
+        Raises:
+            RunDirectoryLocked: another process trains into ``out_dir``.
+            ValueError: the checkpoint was trained with other settings (see :meth:`load_state`), or
+                ``out_dir`` holds step checkpoints but no ``latest.pt`` (with ``resume``).
         """
-        cfg = self.config
         if stop_at is not None:
             check_int("stop_at", stop_at, 0)
         main = dist_utils.is_main_process()
-        ckpt = latest_checkpoint(cfg.out_dir) if resume else None
-        if ckpt is not None:
-            self.load_state(load_checkpoint(ckpt))
-        else:
-            self.step = 0
-            random.seed(cfg.seed)
-            np.random.seed(cfg.seed)
-            torch.manual_seed(cfg.seed)
+        with rundir.hold(self.config.out_dir) if main else contextlib.nullcontext():
+            if main:
+                remove_temporaries(self.config.out_dir)
+            self._start(resume)
+            if on_start is not None:
+                on_start()
+            return self._loop(stop_at)
+
+    def _loop(self, stop_at: int | None) -> dict[str, Any]:
+        cfg = self.config
         metrics_path = None
-        if main:
-            Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        if dist_utils.is_main_process():
             metrics_path = self._prepare_metrics()
         model = self._wrap()
         model.train()

@@ -141,6 +141,17 @@ def test_non_finite_actions_raise(bad: float) -> None:
         env.step(action)
 
 
+def test_finite_float64_actions_are_clipped_not_refused() -> None:
+    env = gym.make("ImageView-v0", source=SMALL)
+    k = env.action_space.shape[0]
+    env.reset(seed=0)
+    huge = np.array([1e308, -1e308] + [0.0] * (k - 2), np.float64)  # finite, beyond float32's range
+    _, _, _, _, info = env.step(huge)
+    env.reset(seed=0)
+    _, _, _, _, clipped = env.step(np.array([1.0, -1.0] + [0.0] * (k - 2), np.float32))
+    np.testing.assert_array_equal(info["box"], clipped["box"])
+
+
 def test_wrong_action_shape_raises() -> None:
     env = gym.make("ImageView-v0", source=SMALL)
     env.reset(seed=0)

@@ -272,3 +272,32 @@ def test_resolve_source_by_name(tmp_path: Path, jsonl: Path) -> None:
     readers = ("CaptionManifest", "CocoSource", "ImageFolderSource", "VideoFramesSource", "WebDatasetSource")
     for cls in readers:
         assert cls in vpt_env.__all__ and getattr(vpt_env, cls) is getattr(vpt_env.data, cls)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        'img/a.png,"a cat\nimg/b.png,a dog\nimg/c.png,a cow\n',  # open to the end of the file
+        'img/a.png,"a cat\nimg/b.png,a dog\nimg/c.png,"a cow"\n',  # closed by a later cell's quote
+    ],
+)
+def test_an_unclosed_quote_costs_one_counted_row_not_the_rest(tmp_path: Path, rows: str) -> None:
+    _manifest_images(tmp_path)
+    path = tmp_path / "open.csv"
+    path.write_text("image,caption\n" + rows)
+    src = CaptionManifest(path)
+    assert [p.name for p in src.paths] == ["b.png", "c.png"]
+    assert [src.annotation(i).captions for i in range(2)] == [["a dog"], ["a cow"]]
+    assert src.skipped == {"malformed line": 1}
+    with pytest.raises(ValueError, match=r"open\.csv, line 2: a quoted cell runs on to line \d"):
+        CaptionManifest(path, strict=True)
+
+
+def test_deeply_nested_jsonl_is_a_malformed_line(tmp_path: Path) -> None:
+    _manifest_images(tmp_path)
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"image": "img/a.png"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    src = CaptionManifest(path)
+    assert len(src) == 1 and src.skipped == {"malformed line": 1}
+    with pytest.raises(ValueError, match=r"deep\.jsonl, line 2: JSON nested too deeply"):
+        CaptionManifest(path, strict=True)

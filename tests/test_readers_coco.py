@@ -13,7 +13,7 @@ import pytest
 import torch
 from _data_helpers import _collect, _make, _save
 
-from vpt_env.data import CocoSource, resolve_source
+from vpt_env.data import CocoSource, ImageReadError, load_images, resolve_source
 
 
 def _coco(root: Path) -> tuple[Path, Path]:
@@ -182,3 +182,40 @@ def test_coco_bad_files(tmp_path: Path) -> None:
     neither.write_text('{"images": [], "annotations": []}')
     with pytest.raises(ValueError, match=r"neither\.json: a COCO file needs 'categories'"):
         resolve_source(str(neither))
+
+
+def test_coco_duplicate_ids_sizes_nesting_and_the_images_folder(tmp_path: Path) -> None:
+    _save(tmp_path / "images" / "a.jpg", (10, 0, 0), size=(80, 60))
+    _save(tmp_path / "images" / "b.jpg", (20, 0, 0), size=(160, 120))  # the JSON says 80x60
+    entries = [
+        {"id": 1, "file_name": "a.jpg", "width": 80, "height": 60},
+        {"id": 2, "file_name": "b.jpg", "width": 80, "height": 60},
+        {"id": 1, "file_name": "b.jpg", "width": 80, "height": 60},  # images[2]: id 1 again
+    ]
+    inst = tmp_path / "instances.json"
+    box = {"image_id": 2, "category_id": 1, "bbox": [0, 0, 80, 60]}
+    inst.write_text(
+        json.dumps({"images": entries, "categories": [{"id": 1, "name": "x"}], "annotations": [box]})
+    )
+    # Images in images/ beside the JSON (a common export layout) are found.
+    src, msgs = _collect(lambda: CocoSource(inst))
+    assert src.image_root == tmp_path / "images" and len(src) == 2
+    assert src.skipped == {"malformed entry": 1}
+    assert "images[2]: duplicate image id 1 (first: images[0])" in src.summary()
+    with pytest.raises(ValueError, match=r"instances\.json, images\[2\]: duplicate image id 1"):
+        CocoSource(inst, strict=True)
+    # A file of another size than the JSON's: its boxes would be misplaced, so it is not loaded.
+    (images, anns), msgs = _collect(lambda: load_images(CocoSource(inst)))
+    assert len(images) == 1 and len(msgs) == 1
+    assert "the file is 160x120 but the JSON says 80x60" in msgs[0]
+    with pytest.raises(ImageReadError, match=r"b\.jpg.*160x120 but the JSON says 80x60"):
+        load_images(CocoSource(inst, image_root=tmp_path / "images"), strict=True)
+    # Elsewhere, a missing file says how to name the folder.
+    (tmp_path / "images").rename(tmp_path / "pics")
+    with pytest.raises(ValueError, match=r"a\.jpg' not found; pass image_root= naming the folder"):
+        CocoSource(inst)
+    # JSON nested too deeply for the parser: an error naming the file, not a RecursionError.
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ValueError, match=r"deep\.json: JSON nested too deeply"):
+        CocoSource(deep)

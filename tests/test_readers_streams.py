@@ -190,6 +190,76 @@ def test_webdataset_bad_shards(shards: Path, tmp_path: Path) -> None:
     assert len(streamed) == 2 and len(msgs) == 1 and "unreadable image: 1" in msgs[0]
 
 
+def _offsets(path: Path) -> list[tuple[int, int, int]]:
+    """(header offset, data offset, data size) of every member of a tar file."""
+    with tarfile.open(path) as tf:
+        return [(m.offset, m.offset_data, m.size) for m in tf.getmembers()]
+
+
+def test_a_cut_shard_loses_no_sample_without_a_count(tmp_path: Path) -> None:
+    """Cut inside a header, at a member boundary, inside an image, or at the end marker: the
+    samples before the cut are kept (the same ones streamed and indexed), and a loss is counted."""
+    reds = [10, 20, 30, 40]
+    members = []
+    for k, r in enumerate(reds):
+        members += [(f"{k:04d}.png", _encode((r, 0, 0), size=(8, 8))), (f"{k:04d}.txt", f"cap {k}".encode())]
+    whole = _tar(tmp_path / "whole.tar", members).read_bytes()
+    cuts = set()
+    for header, data, size in _offsets(tmp_path / "whole.tar"):
+        cuts |= {header, header + 1, header + 300, data, data + size // 2, data + size}
+    end = max(d + s for _, d, s in _offsets(tmp_path / "whole.tar"))
+    cuts |= {end + (-end) % 512, end + (-end) % 512 + 100}  # at and inside the end marker
+    for cut in sorted(c for c in cuts if 0 < c < len(whole)):
+        path = tmp_path / f"cut{cut}.tar"
+        path.write_bytes(whole[:cut])
+        try:
+            src = WebDatasetSource(path)
+        except ValueError as err:  # nothing before the cut: the error says why
+            assert "no readable sample" in str(err) and str(path) in str(err), cut
+            continue
+        streamed, _ = _collect(lambda src=src: [im for im, _ in src])
+        indexed = WebDatasetSource(path)
+        (loaded, _), _ = _collect(lambda indexed=indexed: load_images(indexed))
+        assert _red(streamed) == _red(loaded) == reds[: len(streamed)], cut
+        if len(streamed) < len(reds):  # a loss is counted, in both modes
+            assert (
+                src.skipped.get(
+                    "unreadable or truncated shard (the sample read then and the rest of the shard skipped)"
+                )
+                == 1
+            ), (cut, src.skipped)
+            assert sum(indexed.skipped.values()) >= 1, (cut, indexed.skipped)
+    # A truncated .tar.gz with nothing readable says why.
+    import gzip
+
+    gz = tmp_path / "cut.tar.gz"
+    gz.write_bytes(gzip.compress(whole)[:60])
+    with pytest.raises(ValueError, match=r"no readable sample.*cut\.tar\.gz': .*(end of data|truncated)"):
+        WebDatasetSource(gz)
+
+
+def test_huge_labels_are_malformed_not_a_huge_label_space(tmp_path: Path) -> None:
+    img = _encode((10, 0, 0), size=(8, 8))
+    shard = _tar(
+        tmp_path / "labels.tar",
+        [
+            ("a.png", img),
+            ("a.cls", b"999999999"),
+            ("b.png", img),
+            ("b.json", b'{"label": 5000000}'),
+            ("c.png", img),
+            ("c.cls", b"3"),
+        ],
+    )
+    src = WebDatasetSource(shard)
+    assert len(src) == 3 and src.classes == ["0", "1", "2", "3"]
+    assert [src.annotation(i).label for i in range(3)] == [None, None, 3]
+    assert src.skipped == {"malformed entry": 2}
+    assert "label 999999999 is not below 100000" in src.summary()
+    with pytest.raises(ValueError, match=r"labels\.tar:a: label 999999999 is not below 100000"):
+        len(WebDatasetSource(shard, strict=True))
+
+
 # -- video -------------------------------------------------------------------------------
 
 

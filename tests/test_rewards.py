@@ -366,6 +366,8 @@ def test_check_reward_output(device):
         check_reward_output(_nan_reward, torch.tensor([0.0, float("nan")], device=device), 2, device)
     with pytest.raises(ValueError, match=r"\(2,\)"):
         check_reward_output(_nan_reward, torch.zeros(3, device=device), 2, device)
+    with pytest.raises(TypeError, match=r"returned complex dtype torch.complex64, expected a real float"):
+        check_reward_output(_nan_reward, torch.tensor([1 + 2j, 0j], device=device), 2, device)
 
 
 def test_same_device_reads_bare_cuda_as_the_current_device(monkeypatch):

@@ -346,3 +346,17 @@ def test_empty_and_missing_folders(tmp_path):
 
     with pytest.raises(TypeError, match="source must be"):
         load_images(42)
+
+
+def test_looping_and_broken_symlinks_are_listed_and_counted(tmp_path):
+    Image.new("RGB", (24, 16), RGB).save(tmp_path / "a.png")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "broken.jpg").symlink_to("nowhere.jpg")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        images, _ = load_images(tmp_path)
+    assert len(images) == 1
+    msgs = _runtime_warnings(record)
+    assert len(msgs) == 1 and "skipped 2 unreadable image(s) of 3" in msgs[0], msgs
+    with pytest.raises(ImageReadError, match=r"broken\.jpg"):
+        load_images(tmp_path, strict=True)

@@ -22,6 +22,7 @@ from vpt_env.data import (
     resolve_source,
     to_rgb_uint8,
 )
+from vpt_env.data.annotations import MAX_CLASSES, Annotations
 from vpt_env.data.embedded import PhotoSource
 
 # -- arrays and tensors ----------------------------------------------------------------
@@ -49,8 +50,8 @@ def test_to_rgb_uint8_array_layouts_and_dtypes(device):
     b = np.array([[True, False]])
     np.testing.assert_array_equal(to_rgb_uint8(b)[0], [[255] * 3, [0] * 3])
 
-    f = np.array([[0.0, 0.5, 1.0, 1.5, -0.25]], np.float32)
-    np.testing.assert_array_equal(to_rgb_uint8(f)[0, :, 0], [0, 128, 255, 255, 0])
+    f = np.array([[0.0, 0.5, 1.0, 0.25]], np.float32)
+    np.testing.assert_array_equal(to_rgb_uint8(f)[0, :, 0], [0, 128, 255, 64])
 
     chw = torch.zeros(3, 12, 20, dtype=torch.uint8, device=device)
     chw[0], chw[1], chw[2] = 10, 20, 30
@@ -215,3 +216,26 @@ def test_embedded_photos():
     default = resolve_source(None)
     assert isinstance(default, PhotoSource) and isinstance(resolve_source("photos"), PhotoSource)
     assert len(default) == 10 and list(default.classes) == anns.classes
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [(255.0, r"got \[255, 255\] \(a \[0, 255\] image\? scale it by 1/255\)"), (float("nan"), "got 48 NaN")],
+)
+def test_float_images_outside_0_1_are_refused_not_clipped(values, said):
+    bad = np.full((4, 4, 3), values, np.float32)
+    with pytest.raises(ValueError, match=f"float image must hold values in \\[0, 1\\], {said}"):
+        to_rgb_uint8(bad)
+    with pytest.raises(ImageReadError, match="cannot read image 0: a float image"):
+        load_images([bad, np.zeros((4, 4, 3), np.uint8)], strict=True)
+    with pytest.warns(RuntimeWarning, match="skipped 1 unreadable image"):
+        loaded, _ = load_images([bad, np.zeros((4, 4, 3), np.uint8)])
+    assert len(loaded) == 1  # skipped and counted, not turned white or black
+
+
+def test_labels_beyond_the_class_limit_are_refused():
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=rf"labels must be class indices in \[0, {MAX_CLASSES}\).*5000000"):
+        ArraySource(images, labels=[0, 5_000_000])
+    with pytest.raises(ValueError, match="at most 100000"):
+        Annotations([Annotation(label=0)], classes=[str(i) for i in range(MAX_CLASSES + 1)])

@@ -121,6 +121,18 @@ def test_partial_reset_and_image_index(photos_pool: ImagePool) -> None:
     assert (venv.state.t.numpy() == np.array([0, 1, 0, 1])).all()
 
 
+def test_unvalidated_nan_actions_are_read_as_zero(photos_pool: ImagePool) -> None:
+    """validate=False skips the check (no host synchronisation) but must not crash on NaN."""
+    fast, checked = ImageViewVectorEnv(2, photos_pool, validate=False), ImageViewVectorEnv(2, photos_pool)
+    fast.reset(seed=0)
+    checked.reset(seed=0)
+    bad = torch.zeros(2, 11)
+    bad[0, :4] = torch.tensor([float("nan"), float("inf"), float("-inf"), 0.5])
+    fast.step(bad)
+    checked.step(torch.tensor([[0.0, 1.0, -1.0, 0.5] + [0.0] * 7, [0.0] * 11]))
+    torch.testing.assert_close(fast.state.box, checked.state.box, rtol=0, atol=0)
+
+
 def test_bad_input_vector(photos_pool: ImagePool) -> None:
     venv = ImageViewVectorEnv(3, photos_pool)
     with pytest.raises(ResetNeeded):

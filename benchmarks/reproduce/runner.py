@@ -9,10 +9,10 @@ out). A finished run is skipped; an interrupted one resumes (``pretrain`` resume
 results already in ``eval.json`` are never recomputed; finished runs of an earlier report can be
 reused (:mod:`.reuse`).
 
-Seeds: ``seed`` is the model initialisation (``torch.manual_seed`` right before the system is
-built; systems build the encoder first, so base, AB and ``random`` rows of one seed start from the
-same encoder) and ``ordering`` is ``TrainConfig.seed``, which seeds the sampler (images, crops,
-augmentations) and the global RNGs of the training loop.
+Seeds: ``seed`` is the model initialisation (``pretrain(init_seed=seed)``: ``torch.manual_seed``
+right before the system is built; systems build the encoder first, so base, AB and ``random`` rows
+of one seed start from the same encoder) and ``ordering`` is ``TrainConfig.seed``, which seeds the
+sampler (images, crops, augmentations) and the global RNGs of the training loop.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 
 from agents.checkpoint import LATEST
 from agents.pretrain import DataConfig, pretrain
+from agents.rundir import NON_NUMERIC_FIELDS, config_differences
 from agents.systems import SystemConfig, make_system
 from agents.trainer import TrainConfig
 
@@ -140,13 +141,11 @@ def check_recipe(run: Run, profile: Profile) -> None:
         )
 
 
-#: Config fields a recipe does not compare: filled in by ``pretrain`` (``num_classes``), covered by the
-#: row fingerprint (``source``: its name carries it), the machine (``device``, ``threads``), the run's
-#: identity (``seed``: the ordering; ``out_dir``) and bookkeeping that changes no number.
-_NOT_RECIPE = frozenset({
-    "num_classes", "source", "device", "threads", "seed", "out_dir", "progress", "log_every",
-    "checkpoint_every", "keep_checkpoints", "max_time_s",
-})  # fmt: skip
+#: Config fields a recipe does not compare: those that change no number of a run
+#: (:data:`agents.rundir.NON_NUMERIC_FIELDS`: the machine, bookkeeping, ``num_classes``), plus
+#: ``source`` (the row fingerprint covers it: its name carries it) and ``seed`` (the ordering: the
+#: run's identity, not the row's).
+_NOT_RECIPE = NON_NUMERIC_FIELDS | {"source", "seed"}
 
 
 def row_recipe(profile: Profile, row: RowSpec) -> dict[str, Any]:
@@ -166,15 +165,13 @@ def recipe_difference(stored: dict[str, Any], profile: Profile, row: RowSpec) ->
     behaviour by default) and :data:`_NOT_RECIPE`.
     """
     now = row_recipe(profile, row)
-    for part in ("system", "data", "train"):
-        old = stored.get(part)
-        if not isinstance(old, dict):
-            continue
-        for key in sorted(set(old) & set(now[part]) - _NOT_RECIPE):
-            a, b = json.loads(json.dumps(old[key], default=list)), now[part][key]
-            if a != b:
-                return f"{part} {key}={a!r}, but the row's recipe now gives {key}={b!r}"
-    return None
+    parts = {part: stored[part] for part in ("system", "data", "train") if isinstance(stored.get(part), dict)}
+    diffs = config_differences(parts, now, _NOT_RECIPE)
+    if not diffs:
+        return None
+    field, a, b = min(diffs, key=lambda d: ("system", "data", "train").index(d[0].split(".")[0]))
+    part, key = field.split(".", 1)
+    return f"{part} {key}={a!r}, but the row's recipe now gives {key}={b!r}"
 
 
 # -- sources --------------------------------------------------------------------------------------
@@ -283,8 +280,7 @@ def train_run(run: Run, profile: Profile, device: str) -> dict[str, Any] | None:
         },
     )
     start = time.monotonic()
-    torch.manual_seed(run.seed)  # model initialisation (the sampler and loop use train.seed)
-    result = pretrain(data, system, train)
+    result = pretrain(data, system, train, init_seed=run.seed)  # the sampler and loop use train.seed
     if result.get("stopped") != "done":
         raise RuntimeError(f"{run.key} stopped early ({result.get('stopped')}); rerun to resume")
     record = {

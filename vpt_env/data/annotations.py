@@ -12,7 +12,11 @@ from torch import Tensor
 
 from vpt_env.core.boxes import intersection_fraction
 
-__all__ = ["Annotation", "Annotations", "view_cumulant"]
+__all__ = ["MAX_CLASSES", "Annotation", "Annotations", "view_cumulant"]
+
+#: The most classes an annotation space may have: a label is an index into it, and cumulants and
+#: class tables take memory in proportion (a stray label of 999999999 would ask for gigabytes).
+MAX_CLASSES = 100_000
 
 
 @dataclass
@@ -85,6 +89,8 @@ class Annotations:
             [-1 if a.frame is None else int(a.frame) for a in items], dtype=torch.int64
         )
         k = len(self.classes)
+        if k > MAX_CLASSES:
+            raise ValueError(f"classes names {k} classes; at most {MAX_CLASSES} are supported (MAX_CLASSES)")
         used = torch.cat((self.labels[self.labels >= 0], self.box_labels[self.box_labels >= 0]))
         if used.numel() and (k == 0 or int(used.max()) >= k):
             raise ValueError(

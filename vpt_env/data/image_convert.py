@@ -55,16 +55,30 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def _float_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """A float image in ``[0, 1]`` as uint8; anything else is refused, not clipped (a ``[0, 255]``
+    image would turn white, NaN black)."""
+    nan = int(np.isnan(arr).sum())
+    if nan:
+        raise ValueError(f"a float image must hold values in [0, 1], got {nan} NaN of {arr.size}")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = " (a [0, 255] image? scale it by 1/255)" if hi > 2.0 else ""
+        raise ValueError(f"a float image must hold values in [0, 1], got [{lo:g}, {hi:g}]{hint}")
+    return np.round(arr * 255).astype(np.uint8)
+
+
 def to_rgb_uint8(image: Any) -> np.ndarray:
     """Convert a PIL image, numpy array or torch tensor to RGB uint8 ``(H, W, 3)``.
 
     Arrays may be ``(H, W)``, ``(H, W, 1|3|4)`` or, for torch tensors,
     ``(1|3|4, H, W)``; dtypes uint8, uint16 (scaled by ``255 / 65535``), bool,
-    or float in ``[0, 1]`` (clipped). Four channels are RGBA, composited onto white.
+    or float in ``[0, 1]``. Four channels are RGBA, composited onto white.
 
     Raises:
         TypeError: for an unsupported type or dtype.
-        ValueError: for an unsupported shape or an empty image.
+        ValueError: for an unsupported shape, an empty image, or a float image with values outside
+            ``[0, 1]`` or NaN (never clipped: the loaders skip and count it, or raise when strict).
     """
     if isinstance(image, Image.Image):
         arr = _pil_to_array(image)
@@ -86,7 +100,7 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
         elif arr.dtype == np.uint16:
             arr = np.round(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
         elif np.issubdtype(arr.dtype, np.floating):
-            arr = np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255).astype(np.uint8)
+            arr = _float_to_uint8(arr)
         elif arr.dtype != np.uint8:
             raise TypeError(
                 f"image arrays must be uint8, uint16, bool or float in [0, 1], got dtype {arr.dtype}"

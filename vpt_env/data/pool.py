@@ -12,12 +12,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vpt_env.data.annotations import Annotation, Annotations
-from vpt_env.data.sources import MAX_IMAGE_SIDE, SubsetSource, _iter_readable, resolve_source
+from vpt_env.data.sources import (
+    MAX_IMAGE_SIDE,
+    SubsetSource,
+    _iter_readable,
+    _no_readable_image,
+    resolve_source,
+)
 
 __all__ = ["ImagePool"]
 
-#: Same-size images whose pyramids are built in one batch.
+#: Same-size images whose pyramids are built in one batch: at most this many, and at most
+#: :data:`_BUILD_BYTES` of float32 pixels, so the build's temporary copies stay small next to the
+#: stores (one batch of every photo at once doubled the peak memory).
 _BUILD_CHUNK = 256
+_BUILD_BYTES = 32 << 20
 #: Pyramid levels stop when an image's shorter side would fall below this.
 MIN_LEVEL_SIDE = 8
 MAX_LEVELS = 10
@@ -99,9 +108,10 @@ class ImagePool:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
             groups.setdefault(im.shape[:2], []).append(i)
-        for members in groups.values():
-            for c in range(0, len(members), _BUILD_CHUNK):
-                chunk = members[c : c + _BUILD_CHUNK]
+        for (gh, gw), members in groups.items():
+            step = max(1, min(_BUILD_CHUNK, _BUILD_BYTES // (gh * gw * 3 * 4)))
+            for c in range(0, len(members), step):
+                chunk = members[c : c + step]
                 lv = torch.from_numpy(np.stack([images[i] for i in chunk])).permute(0, 3, 1, 2).float()
                 for j in range(len(sizes[chunk[0]])):
                     if j:
@@ -198,7 +208,10 @@ class ImagePool:
             anns.append(ann)
             picked.append(order[i])
         if not images:
-            raise ValueError(f"source holds no readable image ({n} listed)")
+            raise _no_readable_image(src)
+        if max_bytes is not None:  # bytes_for leaves out the atlas's packing: fit the exact size
+            keep = _fit_count([im.shape[:2] for im in images], keep_float, max_bytes)
+            del images[keep:], anns[keep:], picked[keep:]
         pool = cls(
             images, Annotations(anns, getattr(src, "classes", ())), device=device, keep_float=keep_float
         )
@@ -217,9 +230,21 @@ class ImagePool:
 
     @staticmethod
     def bytes_for(height: int, width: int, keep_float: bool = True) -> int:
-        """Bytes an image of this size takes in a pool (both stores, pyramid included)."""
-        per_pixel = 3 * (1 + (4 if keep_float else 0))
-        return int(height * width * per_pixel * 4 / 3)
+        """Bytes an image of this size takes in a pool (both stores, pyramid and atlas borders
+        included); the atlas's packing adds a little per pool (:meth:`bytes_for_images` is exact)."""
+        levels = _level_sizes(height, width)
+        u8 = sum(3 * h * w for h, w in levels)
+        return u8 + (sum(12 * (h + 2) * (w + 2) for h, w in levels) if keep_float else 0)
+
+    @staticmethod
+    def bytes_for_images(shapes: Sequence[tuple[int, int]], keep_float: bool = True) -> int:
+        """The exact :attr:`nbytes` of a pool of images of these ``(height, width)``."""
+        sizes = [_level_sizes(h, w) for h, w in shapes]
+        u8 = sum(3 * h * w for sz in sizes for h, w in sz)
+        if not keep_float:
+            return u8
+        height, width, _ = _atlas_layout(sizes, max(len(sz) for sz in sizes))
+        return u8 + 12 * height * width
 
     @property
     def complete(self) -> bool:
@@ -271,12 +296,26 @@ def _level_sizes(h: int, w: int) -> list[tuple[int, int]]:
     return out
 
 
-def _pack_atlas(sizes: list[list[tuple[int, int]]], depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shelf-pack every level (with a one-pixel border) into one zeroed texture.
+def _fit_count(shapes: list[tuple[int, int]], keep_float: bool, max_bytes: int) -> int:
+    """The most leading images of ``shapes`` whose pool fits in ``max_bytes`` (at least one)."""
 
-    Returns the ``(Ha, Wa, 3)`` float32 atlas and the ``(N, depth, 2)``
-    position ``(x, y)`` of each level's top-left pixel (inside its border).
-    """
+    def fits(k: int) -> bool:
+        return ImagePool.bytes_for_images(shapes[:k], keep_float) <= max_bytes
+
+    if fits(len(shapes)):
+        return len(shapes)
+    lo, hi = 1, len(shapes)  # the packing makes the size nearly, not strictly, monotone in k
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    while lo > 1 and not fits(lo):
+        lo -= 1
+    return lo
+
+
+def _atlas_layout(sizes: list[list[tuple[int, int]]], depth: int) -> tuple[int, int, np.ndarray]:
+    """Shelf-pack every level (with a one-pixel border): the atlas's height and width, and the
+    ``(N, depth, 2)`` position ``(x, y)`` of each level's top-left pixel (inside its border)."""
     items = [(i, j, h, w) for i, sz in enumerate(sizes) for j, (h, w) in enumerate(sz)]
     area = sum((h + 2) * (w + 2) for _, _, h, w in items)
     width = max(max(w + 2 for *_, w in items), min(16384, math.ceil(math.sqrt(area) * 1.05)))
@@ -290,4 +329,10 @@ def _pack_atlas(sizes: list[list[tuple[int, int]]], depth: int) -> tuple[np.ndar
         shelf = max(shelf, h + 2)
     for i, sz in enumerate(sizes):
         xy[i, len(sz) :] = xy[i, len(sz) - 1]
-    return np.zeros((y + shelf, width, 3), dtype=np.float32), xy
+    return y + shelf, width, xy
+
+
+def _pack_atlas(sizes: list[list[tuple[int, int]]], depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """The zeroed ``(Ha, Wa, 3)`` float32 atlas of :func:`_atlas_layout` and its positions."""
+    height, width, xy = _atlas_layout(sizes, depth)
+    return np.zeros((height, width, 3), dtype=np.float32), xy

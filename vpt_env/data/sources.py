@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vpt_env.data.annotations import Annotation, Annotations
+from vpt_env.data.annotations import MAX_CLASSES, Annotation, Annotations
 from vpt_env.data.image_convert import fit_size, to_rgb_uint8
 
 __all__ = [
@@ -74,7 +74,7 @@ class ArraySource:
             one array/tensor: a batch if it has 4 dims (``(N, H, W, C)``, or
             ``(N, C, H, W)`` for tensors), else a single image (grey batches:
             pass ``(N, H, W, 1)``).
-        labels: optional ``(N,)`` class indices.
+        labels: optional ``(N,)`` class indices in ``[0, MAX_CLASSES)`` (-1: none).
         classes: names of the classes (default ``"0"``, ``"1"``, ...).
     """
 
@@ -93,6 +93,12 @@ class ArraySource:
         self._labels = None if labels is None else [int(v) for v in labels]
         if self._labels is not None and len(self._labels) != len(images):
             raise ValueError(f"labels has {len(self._labels)} entries for {len(images)} images")
+        bad = [v for v in self._labels or () if not -1 <= v < MAX_CLASSES]
+        if bad:
+            raise ValueError(
+                f"labels must be class indices in [0, {MAX_CLASSES}) (MAX_CLASSES) or -1 for none, "
+                f"got {bad[:5]}"
+            )
         if classes is None:
             n = max(self._labels, default=-1) + 1 if self._labels else 0
             classes = [str(i) for i in range(n)]
@@ -115,7 +121,8 @@ class FolderSource:
     """Every image file under a folder, recursively, in sorted path order.
 
     Reads files whose extension is in :data:`IMAGE_EXTENSIONS` (any case);
-    hidden files and folders are skipped. No annotations.
+    hidden files and folders are skipped. A symlink that leads nowhere (broken,
+    or a loop) is listed, so that the load counts it as unreadable. No annotations.
 
     Args:
         root: the folder.
@@ -125,11 +132,12 @@ class FolderSource:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"source folder {str(self.root)!r} does not exist or is not a folder")
+        # Broken and looping symlinks are listed too: reading them fails, and the load counts it.
         self.paths = sorted(
             p
             for p in self.root.rglob("*")
             if p.suffix.lower() in IMAGE_EXTENSIONS
-            and p.is_file()
+            and (p.is_file() or (p.is_symlink() and not p.is_dir()))
             and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
         )
         if not self.paths:
@@ -348,5 +356,11 @@ def load_images(
         images.append(arr)
         anns.append(ann)
     if not images:
-        raise ValueError(f"source holds no readable image ({len(src)} tried)")
+        raise _no_readable_image(src)
     return images, Annotations(anns, getattr(src, "classes", ()))
+
+
+def _no_readable_image(src: Any) -> ValueError:
+    """The error of a source none of whose images could be read, with what its reader counted."""
+    why = f"; {src.summary()}" if getattr(src, "skipped", None) and hasattr(src, "summary") else ""
+    return ValueError(f"source holds no readable image ({len(src)} listed){why}")

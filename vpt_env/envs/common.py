@@ -219,20 +219,23 @@ def continuous_actions(
 ) -> torch.Tensor:
     """Check and clip a batch of continuous actions: ``(n, dim)`` float32 on ``device``.
 
-    Finite values outside ``[-1, 1]`` are clipped; NaN or infinity raises
-    ``ValueError`` (on an accelerator the check reads one flag back to the host;
-    ``validate=False`` skips it).
+    Finite values outside ``[-1, 1]`` are clipped (in their own precision: a float64 ``1e308``
+    clips to 1, it does not overflow to infinity); NaN or infinity raises ``ValueError`` (on an
+    accelerator the check reads one flag back to the host). ``validate=False`` skips the check
+    and reads NaN as 0 and infinities as -1 and 1, with no synchronisation.
     """
-    if isinstance(actions, torch.Tensor):
-        a = actions.to(device=device, dtype=torch.float32)
-    else:
-        a = torch.as_tensor(np.asarray(actions, dtype=np.float32), device=device)
+    if isinstance(actions, torch.Tensor):  # checked where it lies, then moved
+        a = actions if actions.is_floating_point() else actions.to(torch.float32)
+    else:  # host data: checked on the host, in float64
+        a = torch.as_tensor(np.asarray(actions, dtype=np.float64))
     if a.shape != (n, dim):
         raise ValueError(f"actions must have shape {(n, dim)}, got {tuple(a.shape)}")
     if validate and not bool(torch.isfinite(a).all()):
         bad = (~torch.isfinite(a)).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"actions must be finite; NaN or infinity in env(s) {bad}")
-    return a.clamp(-1.0, 1.0)
+    if not validate:
+        a = torch.nan_to_num(a, nan=0.0, posinf=1.0, neginf=-1.0)
+    return a.clamp(-1.0, 1.0).to(device=device, dtype=torch.float32)
 
 
 def discrete_actions(

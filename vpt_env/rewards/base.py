@@ -111,16 +111,17 @@ def make_reward(reward: str | Callable[..., Tensor], annotations: Annotations, *
             return reward(annotations, **kwargs)
     if not callable(reward):
         raise TypeError(
-            "reward must be a name, a 'module:function' string or a callable, "
-            f"got {type(reward).__name__}"
+            f"reward must be a name, a 'module:function' string or a callable, got {type(reward).__name__}"
         )
     if kwargs:
         raise TypeError(
             f"reward parameters {sorted(kwargs)} only apply to named rewards; "
             "bind them into your callable instead (e.g. functools.partial)"
         )
-    if getattr(reward, "needs_annotations", False) and len(annotations) and not (
-        (annotations.labels >= 0).any() or annotations.has_boxes
+    if (
+        getattr(reward, "needs_annotations", False)
+        and len(annotations)
+        and not ((annotations.labels >= 0).any() or annotations.has_boxes)
     ):
         raise ValueError(f"reward {_name(reward)} needs annotations, but the source has none")
     return reward
@@ -152,6 +153,8 @@ def check_reward_output(fn: Any, out: Any, batch: int, device: torch.device) -> 
         raise TypeError(f"reward {name} returned {type(out).__name__}, expected a torch.Tensor")
     if out.shape != (batch,):
         raise ValueError(f"reward {name} returned shape {tuple(out.shape)}, expected ({batch},)")
+    if out.is_complex():
+        raise TypeError(f"reward {name} returned complex dtype {out.dtype}, expected a real float tensor")
     if not out.is_floating_point():
         out = out.float()
     if not same_device(out.device, device):

@@ -21,6 +21,7 @@ give two warnings for one ``gym.make``.
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from PIL import Image
 from vpt_env.data.annotations import Annotation
 from vpt_env.data.sources import ImageReadError, to_rgb_uint8
 
-__all__ = ["READ_ERRORS", "Reader", "natural_key", "open_image"]
+__all__ = ["READ_ERRORS", "Reader", "natural_key", "open_image", "parse_json"]
 
 #: Exceptions that mean "this one sample cannot be read" (the pass goes on).
 READ_ERRORS: tuple[type[BaseException], ...] = (
@@ -63,6 +64,19 @@ def natural_key(name: str) -> list[Any]:
     ['F1.jpg', 'f2.jpg', 'f10.jpg']
     """
     return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok.lower()) for tok in re.split(r"(\d+)", name)]
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads``, with nesting too deep for Python's parser a ``ValueError`` like bad syntax.
+
+    Raises:
+        json.JSONDecodeError: invalid JSON.
+        ValueError: nested deeper than the parser's recursion limit.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to parse") from None
 
 
 def open_image(file: str | Path | Any) -> Image.Image:

@@ -12,7 +12,15 @@ import numpy as np
 from PIL import Image
 
 from vpt_env.data.annotations import Annotation
-from vpt_env.data.readers._base import CLIPPED, DEGENERATE, MALFORMED, MISSING, Reader, open_image
+from vpt_env.data.readers._base import (
+    CLIPPED,
+    DEGENERATE,
+    MALFORMED,
+    MISSING,
+    Reader,
+    open_image,
+    parse_json,
+)
 
 __all__ = ["CocoSource", "coco_kind"]
 
@@ -72,8 +80,8 @@ class CocoSource(Reader):
     COCO annotates objects, not images.
 
     Image files are looked up under ``image_root`` when given, else the first
-    of these folders where the first images exist: the JSON's folder, then
-    folders named after the JSON's split (``annotations/instances_val2017.json``
+    of these folders where the first images exist: the JSON's folder, its
+    ``images/`` sub-folder, then folders named after the JSON's split (``annotations/instances_val2017.json``
     -> ``val2017``) inside the JSON's folder, beside it (``../val2017``), or in
     ``../images/``.
 
@@ -83,7 +91,10 @@ class CocoSource(Reader):
     with an unknown image or category, or a ``bbox`` that is not four finite
     numbers; a caption that is not text), a missing image file and non-UTF-8
     bytes raise ``ValueError`` naming the file and the entry
-    (``annotations[17]``) when ``strict``, else are skipped and counted.
+    (``annotations[17]``) when ``strict``, else are skipped and counted; so
+    does an image id listed twice in one file (the first entry is kept), and
+    an image file whose size is not the JSON's ``width`` x ``height`` (when
+    the image is read: the boxes would be misplaced).
     In both modes, boxes overhanging the image are clipped to it and counted,
     and boxes with no area (after clipping) are dropped and counted. No
     usable image raises ``ValueError`` at construction.
@@ -136,11 +147,13 @@ class CocoSource(Reader):
             raise ValueError(f"COCO file {str(path)!r} does not exist or is not a file")
         text = self._decode(path.read_bytes(), str(path), multiline=True)
         try:
-            return json.loads(text)
+            return parse_json(text)
         except json.JSONDecodeError as err:
             # Nothing after a syntax error can be trusted: raise even when not strict.
             where = f"{path}, line {err.lineno}, column {err.colno}"
             raise ValueError(f"{where}: invalid JSON ({err.msg})") from None
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def _malformed(self, path: Path, where: str, what: str) -> None:
         self._problem(MALFORMED, f"{path}, {where}: {what}")
@@ -153,6 +166,7 @@ class CocoSource(Reader):
                 raise ValueError(f"{path}: not a COCO file (expected a JSON object with an 'images' list)")
             if not isinstance(data.get("annotations", []), list):
                 raise ValueError(f"{path}: 'annotations' must be a list")
+            listed: dict[int, int] = {}  # id -> its entry in this file
             for k, e in enumerate(data["images"]):
                 ok = (
                     isinstance(e, dict)
@@ -167,9 +181,14 @@ class CocoSource(Reader):
                 if not ok:
                     what = f"needs an int id, a file_name and width/height > 0: {e!r}"
                     self._malformed(path, f"images[{k}]", what)
-                elif e["id"] not in images:
-                    w, h = float(e["width"]), float(e["height"])
-                    images[e["id"]] = _Image(e["id"], e["file_name"], w, h, f"{path}, images[{k}]")
+                elif e["id"] in listed:
+                    first = f"images[{listed[e['id']]}]"
+                    self._malformed(path, f"images[{k}]", f"duplicate image id {e['id']} (first: {first})")
+                else:
+                    listed[e["id"]] = k
+                    if e["id"] not in images:  # listed by the other file too: one image
+                        w, h = float(e["width"]), float(e["height"])
+                        images[e["id"]] = _Image(e["id"], e["file_name"], w, h, f"{path}, images[{k}]")
         self.classes = []
         self.category_ids: list[int] = []
         if "instances" in files:
@@ -184,10 +203,12 @@ class CocoSource(Reader):
             if im.path.is_file():
                 self._images.append(im)
             else:
-                self._problem(MISSING, f"{im.where} (id {im.id}): file {str(im.path)!r} not found")
+                hint = "" if image_root is not None else "; pass image_root= naming the folder of the images"
+                self._problem(MISSING, f"{im.where} (id {im.id}): file {str(im.path)!r} not found{hint}")
         if not self._images:
             problems = ", ".join(f"{n} {r}" for r, n in self.skipped.items()) or "no images listed"
-            raise ValueError(f"COCO source {self!r} holds no usable image ({problems})")
+            first = f"; first missing: {self._first[MISSING]}" if MISSING in self._first else ""
+            raise ValueError(f"COCO source {self!r} holds no usable image ({problems}){first}")
 
     def _read_instances(self, path: Path, data: dict[str, Any], images: dict[int, _Image]) -> None:
         cats = data.get("categories", [])
@@ -231,12 +252,18 @@ class CocoSource(Reader):
         raw = np.array([x / im.width, y / im.height, (x + w) / im.width, (y + h) / im.height], np.float64)
         box = np.clip(raw, 0.0, 1.0).astype(np.float32)
         if w <= 0 or h <= 0 or not (box[2] > box[0] and box[3] > box[1]):
-            self._problem(DEGENERATE, f"{where}: bbox {bbox} has no area inside the "
-                          f"{im.width:g}x{im.height:g} image", always_count=True)
+            self._problem(
+                DEGENERATE,
+                f"{where}: bbox {bbox} has no area inside the {im.width:g}x{im.height:g} image",
+                always_count=True,
+            )
             return None
         if np.abs(raw - box).max() > 1e-6:
-            self._problem(CLIPPED, f"{where}: bbox {bbox} overhangs the {im.width:g}x{im.height:g} image",
-                          always_count=True)
+            self._problem(
+                CLIPPED,
+                f"{where}: bbox {bbox} overhangs the {im.width:g}x{im.height:g} image",
+                always_count=True,
+            )
         return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
 
     def _read_captions(self, path: Path, data: dict[str, Any], images: dict[int, _Image]) -> None:
@@ -256,7 +283,7 @@ class CocoSource(Reader):
         if image_root is not None:
             return Path(image_root)
         here = json_path.parent
-        candidates = [here]
+        candidates = [here, here / "images"]
         split = json_path.stem.rsplit("_", 1)[-1] if "_" in json_path.stem else None
         if split:
             candidates += [here / split, here.parent / split, here.parent / "images" / split]
@@ -281,8 +308,20 @@ class CocoSource(Reader):
         return len(self._images)
 
     def image(self, index: int) -> Image.Image:
-        """Image ``index``, decoded."""
-        return open_image(self._images[index].path)
+        """Image ``index``, decoded.
+
+        Raises:
+            ValueError: the file's size differs from the JSON's ``width`` and ``height``, which the
+                boxes are normalised by (they would land elsewhere in the file).
+        """
+        im = self._images[index]
+        img = open_image(im.path)
+        if img.size != (im.width, im.height):
+            raise ValueError(
+                f"{im.where}: the file is {img.size[0]}x{img.size[1]} but the JSON says "
+                f"{im.width:g}x{im.height:g}; its boxes would be misplaced"
+            )
+        return img
 
     def annotation(self, index: int) -> Annotation:
         """Normalised boxes, their class indices and the captions of image ``index``."""

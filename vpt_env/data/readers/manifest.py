@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any
 from PIL import Image
 
 from vpt_env.data.annotations import Annotation
-from vpt_env.data.readers._base import MISSING, Reader, open_image
+from vpt_env.data.readers._base import MISSING, Reader, open_image, parse_json
 
 __all__ = ["CAPTION_KEYS", "IMAGE_KEYS", "CaptionManifest"]
 
@@ -50,7 +51,9 @@ class CaptionManifest(Reader):
     a caption that is not text, a CSV row with the wrong number of cells), a
     missing image file, and non-UTF-8 bytes (decoded with replacement
     characters) each raise ``ValueError`` naming the manifest and the line
-    when ``strict``, else are skipped and counted in :attr:`skipped`. A
+    when ``strict``, else are skipped and counted in :attr:`skipped`. A CSV row that runs over
+    several lines and is malformed there (a quote left open swallows the rows after it) is one
+    malformed line, and the lines after its first are read again. A
     manifest left with no image raises ``ValueError`` at construction.
 
     Args:
@@ -127,9 +130,12 @@ class CaptionManifest(Reader):
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text)
+                obj = parse_json(text)
             except json.JSONDecodeError as err:
                 self._malformed(lineno, f"invalid JSON ({err.msg}, column {err.colno})")
+                continue
+            except ValueError as err:
+                self._malformed(lineno, str(err))
                 continue
             if not isinstance(obj, dict):
                 self._malformed(lineno, f"expected a JSON object, got {type(obj).__name__}")
@@ -161,48 +167,82 @@ class CaptionManifest(Reader):
         return lineno, image.strip(), caps
 
     def _csv_rows(self, delimiter: str) -> Iterator[tuple[int, str, list[str]]]:
-        # One physical line per item, so csv's line_num is the line number.
-        reader = csv.reader((t for _, t in self._text_lines()), delimiter=delimiter)
+        # One physical line per item, so csv's line_num counts lines.
+        lines = [t for _, t in self._text_lines()]
         header: list[str] | None = None
         img_col, cap_cols = -1, []
-        while True:
-            first_line = reader.line_num + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as err:
-                if header is None:
-                    where = f"{self.path}, line {first_line}"
-                    raise ValueError(f"{where}: unreadable CSV header ({err})") from err
-                self._malformed(first_line, f"unreadable CSV row ({err})")
-                continue
-            if header is None:
-                header = [c.strip().lower() for c in cells]
-                img_col = next((header.index(k) for k in IMAGE_KEYS if k in header), -1)
-                if img_col < 0:
-                    raise ValueError(
-                        f"{self.path}, line {first_line}: the header {cells} has no image column "
-                        f"(one of {', '.join(IMAGE_KEYS)})"
+        start = 0  # the line (0-based) the reader starts at; moved past a row that swallowed lines
+        while start < len(lines):
+            reader = csv.reader(itertools.islice(lines, start, None), delimiter=delimiter)
+            restart = None
+            while True:
+                first = start + reader.line_num  # 0-based first line of the next row
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as err:
+                    if header is None:
+                        raise ValueError(
+                            f"{self.path}, line {first + 1}: unreadable CSV header ({err})"
+                        ) from err
+                    self._malformed(first + 1, f"unreadable CSV row ({err})")
+                    continue
+                end = start + reader.line_num
+                if (
+                    end - first > 1
+                    and header is not None
+                    and not self._row_ok(lines[first:end], cells, header, delimiter)
+                ):
+                    # A quote left open swallows the rows after it: count this one, read those again.
+                    self._malformed(
+                        first + 1,
+                        f"a quoted cell runs on to line {end} without closing properly (a quote left "
+                        "open?); the lines after this one are read again",
                     )
-                cap_cols = [
-                    i
-                    for i, h in enumerate(header)
-                    if i != img_col and (h in CAPTION_KEYS or h.startswith("caption"))
-                ]
-                continue
-            if not any(c.strip() for c in cells):
-                continue
-            if len(cells) != len(header):
-                self._malformed(first_line, f"expected {len(header)} cells, got {len(cells)}")
-                continue
-            image = cells[img_col].strip()
-            if not image:
-                self._malformed(first_line, "empty image path")
-                continue
-            yield first_line, image, [cells[i].strip() for i in cap_cols if cells[i].strip()]
+                    restart = first + 1
+                    break
+                if header is None:
+                    header = [c.strip().lower() for c in cells]
+                    img_col = next((header.index(k) for k in IMAGE_KEYS if k in header), -1)
+                    if img_col < 0:
+                        raise ValueError(
+                            f"{self.path}, line {first + 1}: the header {cells} has no image column "
+                            f"(one of {', '.join(IMAGE_KEYS)})"
+                        )
+                    cap_cols = [
+                        i
+                        for i, h in enumerate(header)
+                        if i != img_col and (h in CAPTION_KEYS or h.startswith("caption"))
+                    ]
+                    continue
+                if not any(c.strip() for c in cells):
+                    continue
+                if len(cells) != len(header):
+                    self._malformed(first + 1, f"expected {len(header)} cells, got {len(cells)}")
+                    continue
+                image = cells[img_col].strip()
+                if not image:
+                    self._malformed(first + 1, "empty image path")
+                    continue
+                yield first + 1, image, [cells[i].strip() for i in cap_cols if cells[i].strip()]
+            if restart is None:
+                break
+            start = restart
         if header is None:
             raise ValueError(f"manifest {str(self.path)!r} is empty (no CSV header)")
+
+    @staticmethod
+    def _row_ok(lines: list[str], cells: list[str], header: list[str], delimiter: str) -> bool:
+        """Whether a row over several lines is well formed: the right number of cells, and every
+        quote closed and followed by a delimiter or the end of the row (csv's ``strict`` mode)."""
+        if len(cells) != len(header):
+            return False
+        try:
+            list(csv.reader(lines, delimiter=delimiter, strict=True))
+        except csv.Error:
+            return False
+        return True
 
     # -- the ImageSource protocol -------------------------------------------------------
 

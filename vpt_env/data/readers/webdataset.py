@@ -5,7 +5,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
-import json
 import lzma
 import os
 import posixpath
@@ -18,8 +17,8 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
-from vpt_env.data.annotations import Annotation
-from vpt_env.data.readers._base import MALFORMED, READ_ERRORS, UNREADABLE, Reader, open_image
+from vpt_env.data.annotations import MAX_CLASSES, Annotation
+from vpt_env.data.readers._base import MALFORMED, READ_ERRORS, UNREADABLE, Reader, open_image, parse_json
 from vpt_env.data.readers.braces import expand_braces
 from vpt_env.data.readers.manifest import CAPTION_KEYS
 from vpt_env.data.sources import ImageReadError, to_rgb_uint8
@@ -33,8 +32,9 @@ _LABEL_KEYS = ("label", "cls", "class")
 
 _NO_IMAGE = "sample without an image member"
 _IMAGE_EXTS_TEXT = "/".join(IMAGE_MEMBER_EXTENSIONS)
-_BAD_SHARD = "unreadable shard (rest of the shard skipped)"
+_BAD_SHARD = "unreadable or truncated shard (the sample read then and the rest of the shard skipped)"
 _MISSING_SHARD = "missing shard"
+
 
 def _split_member(name: str) -> tuple[str, str] | None:
     """``dir/abc.seg.png`` -> ``("dir/abc", "seg.png")``; None for names without an extension."""
@@ -57,14 +57,68 @@ def _open_shard(path: Path) -> IO[bytes]:
     return open(path, "rb")  # kept open in the handle cache
 
 
-def _groups(members: Iterator[tuple[str, str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Group consecutive members by key, as WebDataset does."""
+class _TarInfo(tarfile.TarInfo):
+    """Notes on its ``TarFile`` (``vpt_end``) how the member list ended: None at the end-of-archive
+    marker, else what went wrong. ``tarfile`` itself ends the list silently at a file cut at a
+    member boundary or inside a header, which would lose the samples after the cut uncounted."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.EOFHeaderError:  # a zero block: the end-of-archive marker
+            tarfile_.vpt_end = None  # type: ignore[attr-defined]
+            raise
+        except tarfile.EmptyHeaderError:
+            tarfile_.vpt_end = "the file ends without the end-of-archive marker"  # type: ignore[attr-defined]
+            raise
+        except tarfile.TruncatedHeaderError:
+            tarfile_.vpt_end = "the file ends inside a member header"  # type: ignore[attr-defined]
+            raise
+        except tarfile.HeaderError as err:
+            tarfile_.vpt_end = f"a corrupt member header ({err})"  # type: ignore[attr-defined]
+            raise
+
+
+class _Truncated(tarfile.TarError):
+    """A shard whose member list did not end at the end-of-archive marker."""
+
+
+def _open_tar(source: Path | IO[bytes], stream: bool) -> tarfile.TarFile:
+    """A shard path opened for streaming (``r|*``), or a seekable file for random access (``r:``)."""
+    if stream:
+        return tarfile.open(source, mode="r|*", tarinfo=_TarInfo)
+    return tarfile.open(fileobj=source, mode="r:", tarinfo=_TarInfo)  # type: ignore[arg-type]
+
+
+def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The members of a shard opened by :func:`_open_tar`; raises :class:`_Truncated` at the end of a
+    shard that lacks the end-of-archive marker."""
+    if not hasattr(tf, "vpt_end"):
+        tf.vpt_end = "the member list ended early"  # type: ignore[attr-defined]
+    for m in tf:
+        tf.vpt_end = "the member list ended early"  # type: ignore[attr-defined]
+        yield m
+    if tf.vpt_end is not None:  # type: ignore[attr-defined]
+        raise _Truncated(f"truncated or corrupt: {tf.vpt_end} after {len(tf.members)} members")  # type: ignore[attr-defined]
+
+
+def _groups(members: Iterator[tuple[str, str | None, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Group consecutive members by key, as WebDataset does.
+
+    A group is complete when a member of another key begins. A member that could not be read
+    (``ext`` None, its error as payload) and the end of a truncated shard raise: the group being
+    read then is lost with the rest of the shard (the caller counts it), so streaming and random
+    access keep the same samples of a damaged shard.
+    """
     key, group = None, {}
     for k, ext, payload in members:
         if k != key:
             if key is not None:
                 yield key, group
             key, group = k, {}
+        if ext is None:
+            raise payload
         group.setdefault(ext, payload)
     if key is not None:
         yield key, group
@@ -132,46 +186,58 @@ class WebDatasetSource(Reader):
         self._classes = None if classes is None else list(classes)
         self._index: dict[str, Any] | None = None
         self._files: dict[int, IO[bytes]] = {}
-        if not self.shards or not self._any_sample():
+        found, why = self._any_sample() if self.shards else (False, "")
+        if not found:
             raise ValueError(
                 f"{self!r}: no readable sample with an image member "
                 f"({len(self.shards)} of {len(paths)} shards found; image members: "
-                f"{', '.join(IMAGE_MEMBER_EXTENSIONS)})"
+                f"{', '.join(IMAGE_MEMBER_EXTENSIONS)}){why}"
             )
 
     # -- reading shards -----------------------------------------------------------------
 
     @staticmethod
-    def _stream_members(tf: tarfile.TarFile) -> Iterator[tuple[str, str, Any]]:
-        """(key, ext, bytes) of the wanted members of a streamed shard, in order."""
-        for m in tf:
+    def _stream_members(tf: tarfile.TarFile) -> Iterator[tuple[str, str | None, Any]]:
+        """(key, ext, bytes) of the wanted members of a streamed shard, in order; a member whose
+        bytes cannot be read ends it as (key, None, error)."""
+        for m in _members(tf):
             split = _split_member(m.name) if m.isfile() else None
             if split is None or not _wanted(split[1]):
                 continue
             f = tf.extractfile(m)
-            yield split[0], split[1], f.read() if f is not None else b""
+            try:
+                data = f.read() if f is not None else b""
+            except (tarfile.TarError, OSError, EOFError) as err:
+                yield split[0], None, err
+                return
+            yield split[0], split[1], data
 
     @staticmethod
-    def _offset_members(tf: tarfile.TarFile) -> Iterator[tuple[str, str, Any]]:
+    def _offset_members(tf: tarfile.TarFile) -> Iterator[tuple[str, str | None, Any]]:
         """(key, ext, (offset, size)) of the wanted members of a seekable shard."""
-        for m in tf:
+        for m in _members(tf):
             split = _split_member(m.name) if m.isfile() else None
             if split is not None and _wanted(split[1]):
                 yield split[0], split[1], (m.offset_data, m.size)
 
-    def _any_sample(self) -> bool:
+    def _any_sample(self) -> tuple[bool, str]:
+        """Whether a shard holds a sample with an image; else the first shard error, for the message."""
+        first = ""
         for shard in self.shards:
             try:
-                with tarfile.open(shard, mode="r|*") as tf:
+                with _open_tar(shard, stream=True) as tf:
                     for _, group in _groups(self._stream_members(tf)):
                         if any(e in group for e in IMAGE_MEMBER_EXTENSIONS):
-                            return True
-            except (tarfile.TarError, OSError, EOFError):
-                continue  # counted when the shard is read for real
-        return False
+                            return True, ""
+            except (tarfile.TarError, OSError, EOFError) as err:
+                # counted when the shard is read for real
+                what = str(err) if isinstance(err, _Truncated) else f"{type(err).__name__}: {err}"
+                first = first or f"; shard {str(shard)!r}: {what}"
+        return False, first
 
     def _shard_problem(self, shard: Path, err: BaseException) -> None:
-        self._problem(_BAD_SHARD, f"shard {str(shard)!r}: {type(err).__name__}: {err}")
+        what = str(err) if isinstance(err, _Truncated) else f"{type(err).__name__}: {err}"
+        self._problem(_BAD_SHARD, f"shard {str(shard)!r}: {what}")
 
     def _read(self, shard_no: int, offset: int, size: int) -> bytes:
         f = self._files.get(shard_no)
@@ -216,7 +282,7 @@ class WebDatasetSource(Reader):
                 captions.append(text)
         if js is not None:
             try:
-                obj = json.loads(self._decode(js, f"{where}.json"))
+                obj = parse_json(self._decode(js, f"{where}.json"))
                 if not isinstance(obj, dict):
                     raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
             except ValueError as err:  # JSONDecodeError included
@@ -245,6 +311,13 @@ class WebDatasetSource(Reader):
             n = len(self._classes)
             self._problem(MALFORMED, f"{where}: label {label} is not below len(classes) = {n}")
             label = None
+        elif label is not None and label >= MAX_CLASSES:
+            self._problem(
+                MALFORMED,
+                f"{where}: label {label} is not below {MAX_CLASSES} (the most classes a source may "
+                "have without classes= naming them)",
+            )
+            label = None
         return captions, label
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, Annotation]]:
@@ -256,7 +329,7 @@ class WebDatasetSource(Reader):
         """
         for shard in self.shards:
             try:
-                with tarfile.open(shard, mode="r|*") as tf:
+                with _open_tar(shard, stream=True) as tf:
                     for key, group in _groups(self._stream_members(tf)):
                         where = f"{shard}:{key}"
                         img = next((group[e] for e in IMAGE_MEMBER_EXTENSIONS if e in group), None)
@@ -284,7 +357,7 @@ class WebDatasetSource(Reader):
         for shard_no, shard in enumerate(self.shards):
             try:
                 f = _open_shard(shard)
-                with f, tarfile.open(fileobj=f, mode="r:") as tf:
+                with f, _open_tar(f, stream=False) as tf:
                     for key, group in _groups(self._offset_members(tf)):
                         where = f"{shard}:{key}"
                         img = next((group[e] for e in IMAGE_MEMBER_EXTENSIONS if e in group), None)
@@ -307,8 +380,10 @@ class WebDatasetSource(Reader):
                         keys.append(key)
             except (tarfile.TarError, EOFError, OSError) as err:
                 self._shard_problem(shard, err)
-        return {"keys": keys, **{k: np.frombuffer(v, np.int64) if len(v) else np.zeros(0, np.int64)
-                                 for k, v in cols.items()}}
+        return {
+            "keys": keys,
+            **{k: np.frombuffer(v, np.int64) if len(v) else np.zeros(0, np.int64) for k, v in cols.items()},
+        }
 
     @property
     def index(self) -> dict[str, Any]:
