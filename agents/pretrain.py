@@ -91,6 +91,12 @@ class DataConfig:
     the base's augmented views and their online forward; the relative box does not encode a flip, so a
     flipped view's move is mirrored against its tokens). No effect on base methods or without
     augmentation (the views are crops only then)."""
+    caption_view_scale: tuple[float, float] | None = (0.9, 1.0)
+    """Crop area range of the view the CLIP family's image-caption contrast reads (*ours*; open_clip
+    trains on crops of 90-100%): a caption describes the whole image, which a crop of 5% of it rarely
+    shows. It is one more view per image (``TransitionBatch.base_view``), so AB's ``V`` views stay
+    METHOD.md's crops; the paper, too, gives the base its own batch. Other methods draw no such view.
+    None: the contrast reads view 0, one of AB's crops (as before issue 19)."""
     device: str = "cpu"
     """Torch device of the pool, the sampler and the model (``cpu``, ``cuda``, ``cuda:1``)."""
     threads: int | None = None
@@ -105,15 +111,26 @@ class DataConfig:
             raise ValueError(f"max_images must be None or a positive int, got {self.max_images!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be None or a positive int, got {self.threads!r}")
-        self.scale = tuple(self.scale)  # type: ignore[assignment]
-        if not (len(self.scale) == 2 and 0.0 < self.scale[0] <= self.scale[1] <= 1.0):
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1, got {self.scale!r}")
+        self.scale = _area_range("scale", self.scale)
         if self.iou_range is not None:
             self.iou_range = tuple(self.iou_range)  # type: ignore[assignment]
         if self.augment is not None and not isinstance(self.augment, bool):
             raise TypeError(f"augment must be None, True or False, got {self.augment!r}")
         if self.ab_views not in AB_VIEWS:
             raise ValueError(f"ab_views must be one of {AB_VIEWS}, got {self.ab_views!r}")
+        if self.caption_view_scale is not None:
+            self.caption_view_scale = _area_range("caption_view_scale", self.caption_view_scale)
+
+
+def _area_range(name: str, value: Any) -> tuple[float, float]:
+    """``value`` as a crop area range ``(low, high)`` with ``0 < low <= high <= 1``, or ValueError."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {value!r}") from None
+    if not 0.0 < low <= high <= 1.0:
+        raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {value!r}")
+    return (low, high)
 
 
 #: Base methods whose views are augmented when ``DataConfig.augment`` is None.
@@ -130,6 +147,8 @@ def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) ->
     if augment is None:
         augment = method is not None and method.removeprefix("ab") in AUGMENTED_BASES
     crop_views = data.ab_views == "crops" and method is not None and method.startswith("ab")
+    reads_captions = method is not None and method.removeprefix("ab") == "clip"
+    base_view_scale = data.caption_view_scale if reads_captions else None
     source: Any = resolve_data_source(data.source, data.strict)
     if data.max_images is not None and data.max_images < len(source):
         source = SubsetSource(source, range(data.max_images))
@@ -140,6 +159,7 @@ def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) ->
         iou_range=data.iou_range,
         augment=augment,
         crop_views=crop_views,
+        base_view_scale=base_view_scale,
         device=data.device,
         seed=seed,
         strict=data.strict,

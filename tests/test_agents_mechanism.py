@@ -208,3 +208,46 @@ def test_clip_logit_scale_is_clipped_as_a_parameter_so_it_can_come_back() -> Non
         opt.step()
         system.after_step()
     assert scale().item() < MAX_LOGIT_SCALE - 1
+
+
+# -- CLIP's caption view (issue 19: crops of 5% rarely show what a caption describes) -----------------
+
+
+def test_the_caption_view_is_drawn_last_and_rendered_from_its_box(system_source) -> None:
+    plain = TransitionSampler(system_source, view_size=16, seed=4).sample(B, V)
+    with_view = TransitionSampler(system_source, view_size=16, seed=4, base_view_scale=(0.9, 1.0)).sample(
+        B, V
+    )
+    assert plain.base_view is None and plain.base_box is None
+    for name in ("views", "boxes", "relative", "aug", "image", "caption"):
+        assert torch.equal(getattr(plain, name), getattr(with_view, name)), name
+    box = with_view.base_box
+    area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    # (aspect ratios of 3/4-4/3 clamped to the image keep at least sqrt(0.9 * 3 / 4) = 0.82 of it)
+    assert with_view.base_view.shape == (B, 3, 16, 16) and bool((area >= 0.82).all())
+    with pytest.raises(ValueError, match="base_view_scale"):
+        TransitionSampler(system_source, view_size=16, base_view_scale=(0.5, 0.2))
+
+
+def test_clip_contrasts_the_caption_view_and_only_the_clip_family_draws_it(system_source) -> None:
+    from agents.pretrain import DataConfig, build_sampler
+
+    data = DataConfig(source="photos", view_size=16)
+    assert data.caption_view_scale == (0.9, 1.0)
+    assert build_sampler(data, method="abclip").sample(2, 2).base_view is not None
+    assert build_sampler(data, method="absimclr").sample(2, 2).base_view is None
+    off = DataConfig(source="photos", view_size=16, caption_view_scale=None)
+    assert build_sampler(off, method="clip").sample(2, 2).base_view is None
+    with pytest.raises(ValueError, match="caption_view_scale must be"):
+        DataConfig(caption_view_scale=(0.0, 1.0))
+
+    sampler = TransitionSampler(system_source, view_size=16, seed=0, base_view_scale=(0.9, 1.0))
+    batch, captions = sampler.sample(B, V), sampler.captions
+    system = build("clip", len(system_source.classes))
+    base = system.loss_terms(batch, captions).base_loss
+    # The contrast reads base_view, not view 0: changing view 0 leaves it, changing base_view does not.
+    views = batch.views.clone()
+    views[:, 0] = views[:, 0].flip(-1)
+    assert torch.equal(system.loss_terms(batch._replace(views=views), captions).base_loss, base)
+    flipped = batch._replace(base_view=batch.base_view.flip(-1))
+    assert not torch.equal(system.loss_terms(flipped, captions).base_loss, base)

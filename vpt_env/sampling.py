@@ -55,6 +55,10 @@ class TransitionBatch(NamedTuple):
         crop_views: the same boxes rendered without augmentation (crops only), like
             ``views``, when the sampler was built with ``augment=True, crop_views=True``;
             None otherwise (then ``views`` are crops only, or no crop-only copy was asked for).
+        base_view: ``(B, 3, S, S)`` (or ``(B, S, S, 3)`` uint8) one more view per image, drawn
+            with the sampler's ``base_view_scale`` and the augmentation of the image's view 0, for
+            a base loss that needs most of the image (CLIP's contrast); None without it.
+        base_box: ``(B, 4)`` the box of ``base_view``; None without it.
     """
 
     views: Tensor
@@ -68,6 +72,8 @@ class TransitionBatch(NamedTuple):
     labels: Tensor
     caption: Tensor
     crop_views: Tensor | None = None
+    base_view: Tensor | None = None
+    base_box: Tensor | None = None
 
 
 class TransitionSampler:
@@ -90,6 +96,11 @@ class TransitionSampler:
             augmentation into ``TransitionBatch.crop_views`` (no extra random
             draws: the batch is otherwise the one ``crop_views=False`` gives).
             Ignored without ``augment``.
+        base_view_scale: if given, also draw one more view per image with this
+            RandomResizedCrop area range into ``TransitionBatch.base_view``
+            (its random numbers are drawn after all others, so the rest of the
+            batch is the one ``None`` gives). CLIP's contrast reads it: a caption
+            describes the whole image, which a crop of 5% of it rarely shows.
         params: :class:`EnvParams` for the render (interpolation, augmentation
             ranges); ``view_size`` overrides its view size.
         output: ``"float"`` (default) or ``"uint8"`` views.
@@ -112,6 +123,7 @@ class TransitionSampler:
         resample_rounds: int = 8,
         augment: bool = False,
         crop_views: bool = False,
+        base_view_scale: tuple[float, float] | None = None,
         params: EnvParams | None = None,
         output: str = "float",
         device: str | torch.device = "cpu",
@@ -136,6 +148,14 @@ class TransitionSampler:
             raise TypeError(f"crop_views must be a bool, got {type(crop_views).__name__}")
         self.augment = augment
         self.crop_views = crop_views
+        if base_view_scale is not None:
+            base_view_scale = tuple(base_view_scale)  # type: ignore[assignment]
+            if not (len(base_view_scale) == 2 and 0.0 < base_view_scale[0] <= base_view_scale[1] <= 1.0):
+                raise ValueError(
+                    "base_view_scale must be None or (low, high) with 0 < low <= high <= 1, got "
+                    f"{base_view_scale!r}"
+                )
+        self.base_view_scale = base_view_scale
         self.output = output
         self.device = torch.device(device)
         if isinstance(source, ImagePool):
@@ -237,6 +257,18 @@ class TransitionSampler:
         count = self._caption_count[image]
         pick = (self._rand(b) * count.clamp_min(1)).long().clamp_max(count.clamp_min(1) - 1)
         caption = torch.where(count > 0, self._caption_start[image] + pick, torch.full_like(pick, -1))
+        base_view = base_box = None
+        if self.base_view_scale is not None:  # drawn last: the rest of the batch does not move
+            base_box = clamp_boxes(
+                random_boxes(
+                    self.pool.image_hw[image], self.base_view_scale, self.params.init_ratio, self._rand(b, 4)
+                ),
+                min_size=self.params.min_box_size,
+            )
+            base_aug = aug.view(b, v, AUG_DIM)[:, 0]  # augmented like the image's view 0
+            zb = torch.zeros(b, dtype=torch.int64, device=self.device)
+            rendered = render(self.pool, ViewState(image, base_box, base_aug, zb, zb, zb), self.params)
+            base_view = self._shape(rendered, b, 1)[:, 0]
         return TransitionBatch(
             views=views,
             boxes=boxes,
@@ -249,6 +281,8 @@ class TransitionSampler:
             labels=ann.labels[image],
             caption=caption,
             crop_views=crop_views,
+            base_view=base_view,
+            base_box=base_box,
         )
 
     def _shape(self, views: Tensor, b: int, v: int) -> Tensor:

@@ -184,10 +184,10 @@ class BaseSystem(nn.Module):
         """
         return [views]
 
-    def _base_views(self, v: int) -> int:
-        """How many of the ``v`` views (the first ones) the base loss reads; the online encoder
-        encodes only those for the base (CLIP reads view 0 alone)."""
-        return v
+    def _base_input(self, batch: TransitionBatch) -> Tensor:
+        """The views the base loss reads, ``(B, V_b, 3, S, S)``; the online encoder encodes only these
+        for the base (default: every view; CLIP reads one view per image)."""
+        return batch.views
 
     def _ema_bootstrap(self, batch: TransitionBatch, nb: int, ctx: dict[str, Any]) -> list[EncoderOutput]:
         """EMA encoder outputs of every view of the first ``nb`` images (called under no_grad).
@@ -253,8 +253,7 @@ class BaseSystem(nn.Module):
 
     def _loss_terms(self, batch: TransitionBatch, captions: list[str]) -> tuple[LossTerms, dict[str, Any]]:
         _check_batch(batch)
-        views = batch.views[:, : self._base_views(batch.views.shape[1])]
-        online = encode_groups(self.encoder, self._view_groups(views))
+        online = encode_groups(self.encoder, self._view_groups(self._base_input(batch)))
         base, ctx = self._base_loss(batch, captions, online)
         ab = self._ab_term(batch, captions, online, ctx) if self.decoder is not None else None
         return LossTerms(base, ab), ctx
@@ -275,9 +274,9 @@ class BaseSystem(nn.Module):
             relative = torch.tensor([0.0, 0.0, 1.0, 1.0], device=relative.device).expand_as(relative)
         ctx["ab_shared"] = batch.crop_views is None
         if ctx["ab_shared"]:
-            if self._base_views(v) == v:
+            if self._base_input(batch) is batch.views:
                 online_boot = [EncoderOutput(o.pooled[:nb], o.tokens[:nb]) for o in online]
-            else:  # the base encoded fewer views than AB moves between: encode the rest here
+            else:  # the base encoded other views than AB moves between: encode AB's here
                 online_boot = encode_groups(self.encoder, self._view_groups(batch.views[:nb]))
         else:
             # Crop-only AB views (DataConfig.ab_views="crops"): one more online pass, over the

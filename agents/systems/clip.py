@@ -1,10 +1,12 @@
 """CLIP and ABCLIP: image-caption contrast, and AB over the annotation batch's captions.
 
-The base loss contrasts view 0 of every captioned image with its caption
-(images with caption -1 are left out). ABCLIP's annotation space ``L`` is the
-captions of the first ``round(B * annotation_fraction)`` captioned images:
-``p(l | x) = clip_probs`` of the EMA image and text towers, and ``psi_AB(l)`` is
-an MLP head on the text tower's embedding of caption ``l``.
+The base loss contrasts one view of every captioned image with its caption
+(images with caption -1 are left out): ``TransitionBatch.base_view``, a view of
+most of the image (``DataConfig.caption_view_scale``), or view 0 without it.
+ABCLIP's annotation space ``L`` is the captions of the first
+``round(B * annotation_fraction)`` captioned images: ``p(l | x) = clip_probs``
+of the EMA image and text towers, and ``psi_AB(l)`` is an MLP head on the text
+tower's embedding of caption ``l``.
 """
 
 from __future__ import annotations
@@ -84,8 +86,10 @@ class CLIPSystem(BaseSystem):
     def _ab_modules(self) -> list[Any]:
         return [self.decoder, self.psi_head]
 
-    def _base_views(self, v: int) -> int:
-        return 1  # the contrast reads view 0 only; AB encodes the views it moves between itself
+    def _base_input(self, batch: TransitionBatch) -> Tensor:
+        # The contrast reads one view per image: the sampler's caption view (DataConfig.caption_view_scale)
+        # where the batch has one, else view 0. AB encodes the views it moves between itself.
+        return batch.views[:, :1] if batch.base_view is None else batch.base_view[:, None]
 
     def after_step(self) -> None:
         """Clip the logit scale's parameter, then move the EMA copies (see :class:`LogitScale`)."""
