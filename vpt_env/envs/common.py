@@ -50,17 +50,31 @@ COMMON_KWARGS = (
 
 
 def resolve_params(
-    params: EnvParams | None, param_kwargs: dict[str, Any], extra: tuple[str, ...] = ()
+    params: EnvParams | None, param_kwargs: dict[str, Any], extra: tuple[str, ...] = (), owner: str = "env"
 ) -> EnvParams:
     """The env's :class:`EnvParams` from ``params=`` or its fields given as keywords.
 
+    Args:
+        params: an :class:`EnvParams`, or None.
+        param_kwargs: the keywords the env's ``__init__`` did not name.
+        extra: the env's own keywords beyond :data:`COMMON_KWARGS` (listed in the error).
+        owner: the env's class name, for the error message.
+
     Raises:
-        TypeError: unknown keywords (listing the accepted ones), or both forms given.
+        TypeError: unknown keywords, or both forms given. The message starts as
+            Python's own (``"ImageViewEnv.__init__() got an unexpected keyword
+            argument 'frameskip'"``), which clients match on (TorchRL's
+            ``GymEnv`` retries without ``frameskip`` when it reads it), then
+            lists the accepted keywords.
     """
-    unknown = sorted(set(param_kwargs) - set(EnvParams.field_names()))
+    unknown = [k for k in param_kwargs if k not in EnvParams.field_names()]
     if unknown:
         accepted = sorted({*COMMON_KWARGS, *extra, *EnvParams.field_names()})
-        raise TypeError(f"unknown keyword argument(s) {unknown}; accepted: {accepted}")
+        more = "".join(f", and an unexpected keyword argument {k!r}" for k in unknown[1:])
+        raise TypeError(
+            f"{owner}.__init__() got an unexpected keyword argument {unknown[0]!r}{more}; "
+            f"accepted: {accepted}"
+        )
     if params is not None and param_kwargs:
         raise TypeError("pass either params= or EnvParams fields as keywords, not both")
     if params is not None and not isinstance(params, EnvParams):

@@ -143,7 +143,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         max_pool_bytes: int | None = None,
         **param_kwargs: Any,
     ) -> None:
-        self.params = resolve_params(params, param_kwargs)
+        self.params = resolve_params(params, param_kwargs, self.own_kwargs, owner=type(self).__name__)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
@@ -172,6 +172,8 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         self._views: torch.Tensor | None = None
 
     discrete: ClassVar[bool] = False
+    #: Keywords of this class beyond the common ones (listed when an unknown one is refused).
+    own_kwargs: ClassVar[tuple[str, ...]] = ()
 
     def _batch_of_one(self, action: Any) -> Any:
         if isinstance(action, torch.Tensor):

@@ -51,6 +51,10 @@ __all__ = [
 DEFAULT_SCENES = {"n_images": 2000, "seed": 0}
 
 
+#: The search envs' own keywords.
+SEARCH_KWARGS = ("found_iou", "goal_mode")
+
+
 class _SearchSetup:
     """What both search envs check and build: arguments, goals, spaces."""
 
@@ -188,6 +192,8 @@ class ImageSearchEnv(_SearchSetup, ImageViewEnv):
         True
     """
 
+    own_kwargs: ClassVar[tuple[str, ...]] = SEARCH_KWARGS
+
     def __init__(
         self, source: Any = None, *, found_iou: float = 0.5, goal_mode: str = "class", **kwargs: Any
     ) -> None:
@@ -275,6 +281,8 @@ class ImageSearchVectorEnv(_SearchSetup, ImageViewVectorEnv):
         >>> tuple(obs["view"].shape), tuple(obs["goal"].shape)
         ((8, 64, 64, 3), (8,))
     """
+
+    own_kwargs: ClassVar[tuple[str, ...]] = (*ImageViewVectorEnv.own_kwargs, *SEARCH_KWARGS)
 
     def __init__(
         self,

@@ -90,6 +90,15 @@ class ImageViewVectorEnv(VectorEnv):
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
     discrete: ClassVar[bool] = False
+    #: Keywords of this class beyond the common ones (listed when an unknown one is refused).
+    own_kwargs: ClassVar[tuple[str, ...]] = (
+        "num_envs",
+        "max_episode_steps",
+        "obs_format",
+        "array",
+        "autoreset_mode",
+        "validate",
+    )
 
     def __init__(
         self,
@@ -113,8 +122,7 @@ class ImageViewVectorEnv(VectorEnv):
         validate: bool = True,
         **param_kwargs: Any,
     ) -> None:
-        extra = ("num_envs", "max_episode_steps", "obs_format", "array", "autoreset_mode", "validate")
-        self.params = resolve_params(params, param_kwargs, extra)
+        self.params = resolve_params(params, param_kwargs, self.own_kwargs, owner=type(self).__name__)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         if max_episode_steps is not None and (
