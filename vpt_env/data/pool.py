@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,13 +15,43 @@ from torch import Tensor
 from vpt_env.data.annotations import Annotation, Annotations
 from vpt_env.data.sources import MAX_IMAGE_SIDE, SubsetSource, _iter_readable, resolve_source
 
-__all__ = ["ImagePool"]
+__all__ = ["ImagePool", "fork_safe_threads"]
 
 #: Same-size images whose pyramids are built in one batch.
 _BUILD_CHUNK = 256
 #: Pyramid levels stop when an image's shorter side would fall below this.
 MIN_LEVEL_SIDE = 8
 MAX_LEVELS = 10
+
+# Torch's CPU builds run intra-op parallel work on libgomp, the GNU OpenMP runtime, which keeps
+# its worker threads between calls and is not fork-safe: a child forked after the parent ran a
+# multi-threaded op inherits the runtime's belief that those workers exist, but not the threads,
+# and its own first multi-threaded op waits for them forever. Gymnasium's AsyncVectorEnv does
+# exactly that on Linux (it builds one env in the parent, converting images with torch, then
+# forks its workers), and the workers hung in ImagePool.__init__. A process that was forked after
+# vpt_env was imported therefore switches torch to one thread before its first torch call
+# (fork_safe_threads), as PyTorch's own DataLoader workers do; one thread per worker process is
+# also what a worker per core wants. Spawned processes and the parent are left alone.
+_forked = False
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_note_fork)
+
+
+def fork_safe_threads() -> None:
+    """In a process forked after ``vpt_env`` was imported, use one torch thread (else do nothing).
+
+    Pools and envs call this before their first torch call: the parent's
+    OpenMP thread pool does not survive ``fork()``, and a multi-threaded torch
+    op in the child would wait for it forever (see the comment above).
+    """
+    if _forked and torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
 
 
 class ImagePool:
@@ -66,6 +97,7 @@ class ImagePool:
     ) -> None:
         if len(images) == 0:
             raise ValueError("images must hold at least one image")
+        fork_safe_threads()
         self.device = torch.device(device)
         n = len(images)
         for i, im in enumerate(images):

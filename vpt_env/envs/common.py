@@ -16,7 +16,7 @@ from vpt_env.core.augment import AUG_DIM, AUG_NAMES
 from vpt_env.core.dynamics import DISCRETE_ACTIONS, discrete_to_action, step_state
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.core.video import VideoIndex, move_in_time
-from vpt_env.data.pool import ImagePool
+from vpt_env.data.pool import ImagePool, fork_safe_threads
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.rewards.base import RewardFn, make_reward
 
@@ -105,6 +105,7 @@ def build_pool(
     ``max_pool_bytes`` caps the pool's memory: a larger source is read lazily,
     a random part of it that fits (:meth:`ImagePool.from_source`).
     """
+    fork_safe_threads()  # before any torch call: a shared pool skips ImagePool.__init__
     if obs_mode not in OBS_MODES:
         raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
     if not isinstance(strict, bool):
