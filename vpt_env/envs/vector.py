@@ -30,7 +30,11 @@ __all__ = ["ImageViewDiscreteVectorEnv", "ImageViewVectorEnv"]
 
 OBS_FORMATS = ("uint8", "float")
 ARRAY_TYPES = ("torch", "numpy")
-_AUTORESET = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
+_AUTORESET = {
+    "next_step": AutoresetMode.NEXT_STEP,
+    "same_step": AutoresetMode.SAME_STEP,
+    "disabled": AutoresetMode.DISABLED,
+}
 
 
 def _where_state(mask: Tensor, a: ViewState, b: ViewState) -> ViewState:
@@ -69,10 +73,15 @@ class ImageViewVectorEnv(VectorEnv):
             Gymnasium's own vector envs return.
         autoreset_mode: ``"next_step"`` (Gymnasium's default: the step after
             an episode ends resets that env, ignoring its action and returning
-            reward 0 and no flags) or ``"same_step"`` (the env resets within
+            reward 0 and no flags), ``"same_step"`` (the env resets within
             the step that ends it; the last observation and info go to
             ``infos["final_obs"]`` and ``infos["final_info"]``, with the mask
-            ``infos["_final_obs"]``).
+            ``infos["_final_obs"]``) or ``"disabled"`` (no env resets by
+            itself: call ``reset(options={"reset_mask": ended})`` before the
+            next step; stepping an ended env raises ``ResetNeeded``, which
+            TorchRL prefers). Also an :class:`~gymnasium.vector.AutoresetMode`;
+            the env's :attr:`autoreset_mode` attribute and
+            ``metadata["autoreset_mode"]`` hold it, as on Gymnasium's vector envs.
         validate: check actions (NaN/inf, id range) and rewards (finite). On an
             accelerator each check reads one flag back to the host; pass False
             for a step path with no synchronisation.
@@ -135,15 +144,20 @@ class ImageViewVectorEnv(VectorEnv):
             raise ValueError(f"obs_format must be one of {OBS_FORMATS}, got {obs_format!r}")
         if array not in ARRAY_TYPES:
             raise ValueError(f"array must be one of {ARRAY_TYPES}, got {array!r}")
+        # Our names, or Gymnasium's enum or its values ("NextStep", ...).
+        by_value = {m.value: name for name, m in _AUTORESET.items()}
         if isinstance(autoreset_mode, AutoresetMode):
             autoreset_mode = autoreset_mode.value
+        if isinstance(autoreset_mode, str):
+            autoreset_mode = by_value.get(autoreset_mode, autoreset_mode)
         if autoreset_mode not in _AUTORESET:
             raise ValueError(f"autoreset_mode must be one of {tuple(_AUTORESET)}, got {autoreset_mode!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
-        self.metadata = {**type(self).metadata, "autoreset_mode": _AUTORESET[autoreset_mode]}
+        self.autoreset_mode = _AUTORESET[autoreset_mode]
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.obs_mode = obs_mode
@@ -235,15 +249,18 @@ class ImageViewVectorEnv(VectorEnv):
         """Step every env; returns ``(obs, rewards, terminations, truncations, infos)``."""
         if self._state is None:
             raise ResetNeeded("Cannot call step() before calling reset()")
+        mode = self.autoreset_mode
+        if mode == AutoresetMode.DISABLED and self.validate and bool(self._autoreset.any()):
+            ended = self._autoreset.nonzero().flatten().tolist()
+            raise ResetNeeded(
+                f"env(s) {ended} ended and autoreset_mode is 'disabled': reset them first, "
+                "with reset(options={'reset_mask': mask})"
+            )
         state = self._state
         nxt = self.actions.next_state(state, actions, self.pool.image_hw, self.validate)
-        episode = state.episode + 1
-        fresh = reset_state(
-            self.params, self.pool.image_hw, state.key, episode, self._reset_images(state.key, episode)
-        )
-        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
+        if mode == AutoresetMode.NEXT_STEP:
             resetting = self._autoreset
-            self._state = _where_state(resetting, fresh, nxt)
+            self._state = _where_state(resetting, self._fresh(state), nxt)
             self._render_views()
             self._on_reset(resetting)
             rewards = torch.where(resetting, 0.0, self._reward())
@@ -257,7 +274,7 @@ class ImageViewVectorEnv(VectorEnv):
                 self._out(truncated),
                 self._info(),
             )
-        # SAME_STEP: finish the step, then reset the envs that ended within it.
+        # SAME_STEP and DISABLED: finish the step; SAME_STEP then resets the envs that ended within it.
         self._state = nxt
         self._render_views()
         rewards = self._reward()
@@ -265,9 +282,11 @@ class ImageViewVectorEnv(VectorEnv):
         truncated = self._truncated()
         done = terminated | truncated
         infos = self._info()
-        if bool(done.any()):
+        if mode == AutoresetMode.DISABLED:
+            self._autoreset = done
+        elif bool(done.any()):
             final_obs, final_info = self._observation(), infos
-            self._state = _where_state(done, fresh, nxt)
+            self._state = _where_state(done, self._fresh(state), nxt)
             self._render_views()
             self._on_reset(done)
             infos = self._info()
@@ -276,6 +295,13 @@ class ImageViewVectorEnv(VectorEnv):
             infos["_final_obs"] = self._out(done)
             infos["_final_info"] = self._out(done)
         return self._observation(), self._out(rewards), self._out(terminated), self._out(truncated), infos
+
+    def _fresh(self, state: ViewState) -> ViewState:
+        """The first state of every env's next episode (of its random stream)."""
+        episode = state.episode + 1
+        return reset_state(
+            self.params, self.pool.image_hw, state.key, episode, self._reset_images(state.key, episode)
+        )
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
         """A grid of the current views (at most 64), uint8 ``(H, W, 3)``."""
