@@ -213,6 +213,30 @@ def test_reset_options() -> None:
         env.reset(options={"colour": 1})
 
 
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_reset_options_must_be_a_dict(env_id: str) -> None:
+    env = gym.make(env_id, source=SMALL)
+    vec = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", source=SMALL)
+    for e in (env, vec):
+        with pytest.raises(TypeError, match=r"options must be a dict.*got str 'image_index'"):
+            e.reset(seed=0, options="image_index")
+    assert env.reset(seed=0, options={"image_index": 1})[1]["image_index"] == 1
+
+
+def test_unavailable_device_is_a_value_error_naming_it() -> None:
+    from vpt_env import TransitionSampler
+
+    # A CPU build (this set-up) has no CUDA; with CUDA, one index past the last device.
+    cuda = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    for device in (cuda, "gpu", 3):
+        with pytest.raises(ValueError, match=r"device.*available: \['cpu'"):
+            gym.make("ImageView-v0", source=SMALL, device=device)
+        with pytest.raises(ValueError, match="device"):
+            gym.make_vec("ImageView-v0", num_envs=2, vectorization_mode="vector_entry_point", device=device)
+        with pytest.raises(ValueError, match="device"):
+            TransitionSampler(SMALL, device=device)
+
+
 def test_dict_observation_matches_info_and_space() -> None:
     env = gym.make("ImageView-v0", obs_mode="dict", source=SMALL)
     obs, info = env.reset(seed=0)

@@ -15,7 +15,7 @@ from torch import Tensor
 from vpt_env.data.annotations import Annotation, Annotations
 from vpt_env.data.sources import MAX_IMAGE_SIDE, SubsetSource, _iter_readable, resolve_source
 
-__all__ = ["ImagePool", "fork_safe_threads"]
+__all__ = ["ImagePool", "check_device", "fork_safe_threads"]
 
 #: Same-size images whose pyramids are built in one batch.
 _BUILD_CHUNK = 256
@@ -52,6 +52,34 @@ def fork_safe_threads() -> None:
     """
     if _forked and torch.get_num_threads() > 1:
         torch.set_num_threads(1)
+
+
+def check_device(device: Any) -> torch.device:
+    """``device`` as a :class:`torch.device`, refused with a clear error where it is not available.
+
+    Raises:
+        ValueError: an unknown device string, or a CUDA or MPS device this torch
+            build or machine does not have (the message lists the available ones).
+    """
+    available = ["cpu"]
+    available += [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    available += ["mps"] if torch.backends.mps.is_available() else []
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        msg = f"device must be a torch device, got {device!r} ({err}); available: {available}"
+        raise ValueError(msg) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ValueError(
+            f"device={device!r}: CUDA is not available (torch {torch.__version__}, {build}); "
+            f"available: {available}"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: no such CUDA device; available: {available}")
+    if dev.type == "mps" and "mps" not in available:
+        raise ValueError(f"device={device!r}: MPS is not available; available: {available}")
+    return dev
 
 
 class ImagePool:
@@ -98,7 +126,7 @@ class ImagePool:
         if len(images) == 0:
             raise ValueError("images must hold at least one image")
         fork_safe_threads()
-        self.device = torch.device(device)
+        self.device = check_device(device)
         n = len(images)
         for i, im in enumerate(images):
             if not (

@@ -6,6 +6,7 @@ construction and their action checks in one place too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from vpt_env.core.augment import AUG_DIM, AUG_NAMES
 from vpt_env.core.dynamics import DISCRETE_ACTIONS, discrete_to_action, step_state
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.core.video import VideoIndex, move_in_time
-from vpt_env.data.pool import ImagePool, fork_safe_threads
+from vpt_env.data.pool import ImagePool, check_device, fork_safe_threads
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.rewards.base import RewardFn, make_reward
 
@@ -29,6 +30,7 @@ __all__ = [
     "continuous_actions",
     "discrete_actions",
     "make_observation_space",
+    "reset_options",
     "resolve_params",
 ]
 
@@ -82,6 +84,26 @@ def resolve_params(
     return params if params is not None else EnvParams(**param_kwargs)
 
 
+def reset_options(options: Any, accepted: tuple[str, ...]) -> dict[str, Any]:
+    """The ``options`` of ``reset()`` as a new dict, checked against the ``accepted`` keys.
+
+    Raises:
+        TypeError: ``options`` is neither None nor a mapping.
+        ValueError: unknown keys (listing the accepted ones).
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"options must be a dict (e.g. {{{accepted[0]!r}: 0}}) or None, "
+            f"got {type(options).__name__} {options!r}"
+        )
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {unknown}; accepted: {sorted(accepted)}")
+    return dict(options)
+
+
 def build_pool(
     source: Any,
     params: EnvParams,
@@ -112,7 +134,7 @@ def build_pool(
         raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
     if reward_kwargs is not None and not isinstance(reward_kwargs, dict):
         raise TypeError(f"reward_kwargs must be a dict, got {type(reward_kwargs).__name__}")
-    device = torch.device(device)
+    device = check_device(device)
     if isinstance(source, ImagePool):
         pool = source
         if pool.device.type != device.type:

@@ -16,12 +16,13 @@ from vpt_env.core.random import seed_key
 from vpt_env.core.render import render, to_uint8
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.annotations import view_cumulant
-from vpt_env.data.pool import ImagePool
+from vpt_env.data.pool import ImagePool, check_device
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.envs.common import (
     ActionMap,
     build_pool,
     make_observation_space,
+    reset_options,
     resolve_params,
 )
 from vpt_env.rewards.base import check_reward_output
@@ -150,7 +151,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
             )
         self.obs_mode = obs_mode
         self.render_mode = render_mode
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.pool, self.reward_fn, self.params = build_pool(
             source,
             self.params,
@@ -201,10 +202,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
             self._key = seed_key(key)
             self._episode = -1
         self._episode += 1
-        options = dict(options or {})
-        image_index = options.pop("image_index", None)
-        if options:
-            raise ValueError(f"unknown reset option(s) {sorted(options)}; accepted: ['image_index']")
+        image_index = reset_options(options, ("image_index",)).get("image_index")
         n = len(self.pool)
         image = None
         if image_index is not None:

@@ -7,6 +7,7 @@ here) that the single env (a batch of one) and the vector env (a batch of N) bot
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, SupportsFloat
 
 import numpy as np
@@ -100,8 +101,8 @@ class _SearchSetup:
         Images drawn by the env itself come from the searchable ones, so the
         step path needs no such check (and no host synchronisation).
         """
-        if not options or options.get("image_index") is None:
-            return
+        if not isinstance(options, Mapping) or options.get("image_index") is None:
+            return  # no image asked for, or not a dict: reset() says so
         index = np.atleast_1d(np.asarray(options["image_index"]))
         searchable = set(self._searchable.tolist())
         bad = [int(i) for i in index if 0 <= int(i) < len(self.pool) and int(i) not in searchable]

@@ -17,11 +17,13 @@ from vpt_env.core.random import seed_key
 from vpt_env.core.render import render, render_nearest_uint8, to_uint8
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.annotations import view_cumulant
+from vpt_env.data.pool import check_device
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.envs.common import (
     ActionMap,
     build_pool,
     make_observation_space,
+    reset_options,
     resolve_params,
 )
 from vpt_env.rewards.base import check_reward_output
@@ -159,7 +161,7 @@ class ImageViewVectorEnv(VectorEnv):
         self.autoreset_mode = _AUTORESET[autoreset_mode]
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.num_envs = num_envs
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.obs_mode = obs_mode
         self.obs_format = obs_format
         self.array = array
@@ -204,13 +206,9 @@ class ImageViewVectorEnv(VectorEnv):
         those envs; ``image_index`` (int ``(N,)``) picks each env's image.
         """
         n = self.num_envs
-        options = dict(options or {})
-        mask = options.pop("reset_mask", None)
-        image_index = options.pop("image_index", None)
-        if options:
-            raise ValueError(
-                f"unknown reset option(s) {sorted(options)}; accepted: ['image_index', 'reset_mask']"
-            )
+        options = reset_options(options, ("image_index", "reset_mask"))
+        mask = options.get("reset_mask")
+        image_index = options.get("image_index")
         if isinstance(seed, int) and not isinstance(seed, bool):
             super().reset(seed=seed)
             seeds: list[int | None] = [seed + i for i in range(n)]
