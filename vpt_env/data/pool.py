@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -272,7 +274,9 @@ class ImagePool:
             "device": device,
             "keep_float": keep_float,
             "max_bytes": max_bytes,
+            "seed": seed,
         }
+        pool._spec = source  # what was passed, pickled in place of the images (__getstate__)
         return pool
 
     @staticmethod
@@ -300,8 +304,55 @@ class ImagePool:
         origin = getattr(self, "_origin", None)
         if origin is None:
             raise ValueError("resample() needs a pool made by ImagePool.from_source")
-        fresh = type(self).from_source(**{**origin, "source": origin["source"]}, seed=seed)
+        fresh = type(self).from_source(**{**origin, "seed": seed})
+        self.__dict__.update({**fresh.__dict__, "_spec": self._spec})
+
+    # -- pickling -----------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pool loaded from a source pickles that source, not its images.
+
+        A pool made by :meth:`from_source` pickles what was passed as its
+        source (an embedded set's name, a path, a reader, a ``SceneSource``,
+        which pickles as its config, or in-memory arrays, which travel as they
+        are) with its load settings, a few bytes to a few kilobytes where the
+        source is a name or a path, and rebuilds itself on unpickling
+        (:meth:`__setstate__`). A pool made from images (``ImagePool(images)``),
+        or whose source cannot be pickled, pickles its stores.
+        """
+        origin = getattr(self, "_origin", None)
+        if origin is not None and _picklable(self._spec):
+            settings = {k: v for k, v in origin.items() if k != "source"}
+            # The source object itself, so that a pickle holding it elsewhere too (an env's
+            # spec kwargs) stores it once.
+            return {"_rebuild": settings, "_spec": self._spec, "_checksum": self._checksum()}
+        return self.__dict__
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild from the pickled source, or take the pickled stores.
+
+        Raises:
+            ValueError: the source no longer gives the images it gave when the
+                pool was pickled (a file changed, for example): a pool rebuilt
+                from it would not continue an episode as pickled.
+        """
+        if "_rebuild" not in state:
+            self.__dict__.update(state)
+            return
+        spec = state["_spec"]
+        fresh = type(self).from_source(spec, **state["_rebuild"])
+        if fresh._checksum() != state["_checksum"]:
+            raise ValueError(
+                f"cannot unpickle the image pool: its source {str(spec)[:200]!r} has changed since it was "
+                "pickled (other images, sizes or pixels)"
+            )
         self.__dict__.update(fresh.__dict__)
+
+    def _checksum(self) -> tuple[int, int, int]:
+        """Image count, and Adler-32 checksums of the sizes and of the uint8 pixels."""
+        hw = np.ascontiguousarray(self.image_hw.cpu().numpy())
+        pixels = np.ascontiguousarray(self.pixels.cpu().numpy())
+        return len(self), zlib.adler32(hw), zlib.adler32(pixels)
 
     def __len__(self) -> int:
         return int(self.image_hw.shape[0])
@@ -320,6 +371,20 @@ class ImagePool:
         """Bytes held on the device by the image stores."""
         n = self.pixels.numel()
         return n + (4 * self.atlas.numel() if self.atlas is not None else 0)
+
+
+def _picklable(source: Any) -> bool:
+    """Whether a source can be pickled (names, paths and arrays can; other objects are tried)."""
+    plain = (str, os.PathLike, np.ndarray, torch.Tensor, type(None))
+    if isinstance(source, plain) or (
+        isinstance(source, list | tuple) and all(isinstance(x, np.ndarray | torch.Tensor) for x in source)
+    ):
+        return True
+    try:
+        pickle.dumps(source)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return False  # e.g. a source holding a lambda or an open handle
+    return True
 
 
 def _level_sizes(h: int, w: int) -> list[tuple[int, int]]:

@@ -7,7 +7,7 @@ construction and their action checks in one place too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ __all__ = [
     "OBS_MODES",
     "TIME_ACTIONS",
     "ActionMap",
+    "ViewsFromState",
     "build_pool",
     "continuous_actions",
     "discrete_actions",
@@ -49,6 +50,31 @@ COMMON_KWARGS = (
     "device",
     "max_pool_bytes",
 )
+
+
+class ViewsFromState:
+    """Pickling of an env whose rendered views are a cache of its state.
+
+    The views are rendered again on unpickling (``_render_views``) instead of
+    travelling with the env; with the pool pickled as its source
+    (:meth:`~vpt_env.data.pool.ImagePool.__getstate__`), an env built from a
+    name or a path pickles in kilobytes and continues its episode identically.
+    """
+
+    #: Attributes that hold rendered views.
+    _view_caches: ClassVar[tuple[str, ...]] = ("_views",)
+    _state: ViewState | None
+
+    def _render_views(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, **dict.fromkeys(self._view_caches)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._state is not None:
+            self._render_views()
 
 
 def resolve_params(

@@ -20,6 +20,7 @@ from vpt_env.data.pool import ImagePool, check_device
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.envs.common import (
     ActionMap,
+    ViewsFromState,
     build_pool,
     make_observation_space,
     reset_options,
@@ -34,7 +35,7 @@ OBS_MODES = ("view", "dict")
 RENDER_SIDE = 512
 
 
-class ImageViewEnv(gym.Env[Any, np.ndarray]):
+class ImageViewEnv(ViewsFromState, gym.Env[Any, np.ndarray]):
     """A view of an image that actions pan, zoom, stretch and augment.
 
     ## Description
@@ -216,7 +217,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         if image is None:
             image = self._reset_images(key, episode)
         self._state = reset_state(self.params, self.pool.image_hw, key, episode, image)
-        self._views = render(self.pool, self._state, self.params)
+        self._render_views()
         return self._observation(), self._info()
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -224,7 +225,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         if self._state is None:
             raise ResetNeeded("Cannot call env.step() before calling env.reset()")
         self._state = self.actions.next_state(self._state, self._batch_of_one(action), self.pool.image_hw)
-        self._views = render(self.pool, self._state, self.params)
+        self._render_views()
         out = self.reward_fn(self._views, self._state, self.pool.annotations)
         reward = check_reward_output(self.reward_fn, out, 1, self.device)
         return self._observation(), float(reward[0]), False, False, self._info()
@@ -239,6 +240,9 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         return draw_box(self.pool, int(self._state.image[0]), self._state.box[0].tolist())
 
     # -- helpers ------------------------------------------------------------------
+
+    def _render_views(self) -> None:
+        self._views = render(self.pool, self._state, self.params)
 
     def _reset_images(self, key: torch.Tensor, episode: torch.Tensor) -> torch.Tensor | None:
         """The image of a new episode, or None to draw it uniformly (a task env's hook)."""

@@ -21,6 +21,7 @@ from vpt_env.data.pool import check_device
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.envs.common import (
     ActionMap,
+    ViewsFromState,
     build_pool,
     make_observation_space,
     reset_options,
@@ -51,7 +52,7 @@ def _where_state(mask: Tensor, a: ViewState, b: ViewState) -> ViewState:
     return ViewState(*out)
 
 
-class ImageViewVectorEnv(VectorEnv):
+class ImageViewVectorEnv(ViewsFromState, VectorEnv):
     """``num_envs`` image-view envs in one batch: the vector entry point of ``ImageView-v0``.
 
     Every env's transition, render and reward is one batched call of the core
@@ -101,6 +102,7 @@ class ImageViewVectorEnv(VectorEnv):
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
     discrete: ClassVar[bool] = False
+    _view_caches: ClassVar[tuple[str, ...]] = ("_views", "_views_u8")
     #: Keywords of this class beyond the common ones (listed when an unknown one is refused).
     own_kwargs: ClassVar[tuple[str, ...]] = (
         "num_envs",
