@@ -1,5 +1,6 @@
 # The two set-up commands: `make demo` and `make test`. Each creates (or
-# reuses) the virtual environment in .venv, installing the local CPU torch.
+# reuses) the virtual environment in .venv, installing the local CPU torch and
+# the RL clients of the compatibility suite (the pinned `compat` extra).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,compat]'
 	$(PY) -m pip install -q --no-deps animal-mnist==0.4 \
 	  || echo "note: animal-mnist not installed; scenes go without animal silhouettes"
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then \

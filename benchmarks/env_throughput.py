@@ -91,7 +91,8 @@ def gym_vector(pool: ImagePool, kw: dict[str, Any], n: int, seconds: float, asyn
         return gym.make("ImageView-v0", source=pool, **kw)
 
     if asynchronous:
-        # spawn, not fork: a forked child of a process that ran torch's thread pool deadlocks.
+        # spawn, as in the recorded figures (each worker starts with torch's default threads);
+        # Gymnasium's default (fork on Linux) works too: forked envs use one torch thread.
         venv = gym.vector.AsyncVectorEnv([make for _ in range(n)], context="spawn")
     else:
         venv = gym.vector.SyncVectorEnv([make for _ in range(n)])

@@ -98,6 +98,35 @@ def test_unknown_keyword_is_a_type_error_naming_it() -> None:
         gym.make("ImageView-v0", source=SMALL, colour_jitter=True)
 
 
+# Every registered id, the search ids included: the keyword check runs before any image is loaded.
+ALL_IDS = sorted(i for i, s in gym.registry.items() if str(s.entry_point).startswith("vpt_env."))
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+@pytest.mark.parametrize("vector", [False, True])
+def test_unknown_keyword_reads_as_pythons_own_error_then_lists_the_accepted_ones(
+    env_id: str, vector: bool
+) -> None:
+    # TorchRL's GymEnv passes frameskip=1 and retries without it only when the
+    # error contains Python's wording "unexpected keyword argument 'frameskip'".
+    spec = gym.spec(env_id)
+    entry = spec.vector_entry_point if vector else spec.entry_point
+    cls = entry.split(":")[1]
+    with pytest.raises(TypeError) as err:
+        if vector:
+            gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", frameskip=1)
+        else:
+            gym.make(env_id, frameskip=1)
+    msg = str(err.value)
+    assert msg.startswith(f"{cls}.__init__() got an unexpected keyword argument 'frameskip'"), msg
+    assert "accepted:" in msg and "'view_size'" in msg and "'source'" in msg
+    with pytest.raises(TypeError) as err:
+        gym.make(env_id, frameskip=1, colour=2)
+    # Each unknown keyword in Python's wording, so a client may look for any of them.
+    for name in ("frameskip", "colour"):
+        assert f"unexpected keyword argument '{name}'" in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -193,6 +222,30 @@ def test_reset_options() -> None:
         env.reset(options={"image_index": 3})
     with pytest.raises(ValueError, match="colour"):
         env.reset(options={"colour": 1})
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_reset_options_must_be_a_dict(env_id: str) -> None:
+    env = gym.make(env_id, source=SMALL)
+    vec = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", source=SMALL)
+    for e in (env, vec):
+        with pytest.raises(TypeError, match=r"options must be a dict.*got str 'image_index'"):
+            e.reset(seed=0, options="image_index")
+    assert env.reset(seed=0, options={"image_index": 1})[1]["image_index"] == 1
+
+
+def test_unavailable_device_is_a_value_error_naming_it() -> None:
+    from vpt_env import TransitionSampler
+
+    # A CPU build (this set-up) has no CUDA; with CUDA, one index past the last device.
+    cuda = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    for device in (cuda, "gpu", 3):
+        with pytest.raises(ValueError, match=r"device.*available: \['cpu'"):
+            gym.make("ImageView-v0", source=SMALL, device=device)
+        with pytest.raises(ValueError, match="device"):
+            gym.make_vec("ImageView-v0", num_envs=2, vectorization_mode="vector_entry_point", device=device)
+        with pytest.raises(ValueError, match="device"):
+            TransitionSampler(SMALL, device=device)
 
 
 def test_dict_observation_matches_info_and_space() -> None:

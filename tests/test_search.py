@@ -56,7 +56,7 @@ def test_check_env_and_determinism(env_id: str) -> None:
 
 
 def test_goal_is_an_object_of_the_scene() -> None:
-    env = gym.make("ImageSearch-v0", source=SCENES)
+    env = gym.make("ImageSearch-v0", source=SCENES, text_info=True)
     ann = env.unwrapped.pool.annotations
     for seed in range(20):
         obs, info = env.reset(seed=seed)

@@ -23,7 +23,13 @@ SCENES = SceneSource(n_images=40)
 @pytest.mark.parametrize("goal_mode", ["class", "caption"])
 def test_vector_env_equals_single_envs(env_id: str, goal_mode: str, device: torch.device) -> None:
     n, seed = 6, 11
-    kw = {"source": SCENES, "view_size": 16, "goal_mode": goal_mode, "init_scale": (0.05, 0.3)}
+    kw = {
+        "source": SCENES,
+        "view_size": 16,
+        "goal_mode": goal_mode,
+        "init_scale": (0.05, 0.3),
+        "text_info": True,
+    }
     vec = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", device=device, **kw)
     singles = [gym.make(env_id, device=device, **kw) for _ in range(n)]
     vobs, vinfo = vec.reset(seed=seed)
@@ -39,8 +45,8 @@ def test_vector_env_equals_single_envs(env_id: str, goal_mode: str, device: torc
             diff = np.abs(vobs["view"][i].cpu().numpy().astype(int) - o["view"].astype(int))
             assert diff.max() <= 1
             assert float(vinfo["iou"][i]) == pytest.approx(info["iou"], abs=1e-6)
-            if goal_mode == "caption":
-                assert vinfo["goal_caption"][i] == info["goal_caption"]
+            assert vinfo["goal_name"][i] == info["goal_name"]
+            assert vinfo["goal_caption"][i] == info["goal_caption"]
         actions = vec.action_space.sample() if env_id.startswith("ImageSearchD") else None
         if actions is None:
             actions = rng.uniform(-1, 1, vec.action_space.shape).astype(np.float32)
@@ -76,6 +82,19 @@ def test_vector_env_terminates_and_autoresets_goals() -> None:
     assert int(env.state.episode[0]) == 1 and int(env.state.t[0]) == 0
 
 
+@pytest.mark.parametrize("goal_mode", ["class", "caption"])
+def test_infos_hold_no_text_unless_asked(goal_mode: str) -> None:
+    # String values in infos break TorchRL's batched info readers (GymEnv(num_envs=...)).
+    single = gym.make("ImageSearch-v0", source=SCENES, goal_mode=goal_mode)
+    vec = ImageSearchVectorEnv(2, SCENES, goal_mode=goal_mode, array="numpy")
+    for info in (single.reset(seed=0)[1], vec.reset(seed=0)[1], single.step(single.action_space.sample())[4]):
+        assert "goal_name" not in info and "goal_caption" not in info
+        for value in info.values():
+            assert not isinstance(value, str) and getattr(value, "dtype", None) != np.dtype(object)
+    with pytest.raises(TypeError, match="text_info"):
+        gym.make("ImageSearch-v0", source=SCENES, text_info="yes")
+
+
 def test_search_reward_by_hand() -> None:
     reward, found = search_reward(torch.tensor([0.2, 0.6, 0.4]), torch.tensor([0.1, 0.3, 0.5]), 0.5)
     torch.testing.assert_close(reward, torch.tensor([0.1, 1.3, -0.1]))
@@ -107,7 +126,7 @@ def test_caption_mode_env_and_scene_phrases() -> None:
         warnings.simplefilter("error")
         check_env(gym.make("ImageSearch-v0", source=SCENES, goal_mode="caption").unwrapped)
         sb3_check_env(gym.make("ImageSearch-v0", source=SCENES, goal_mode="caption"), warn=True)
-    env = gym.make("ImageSearch-v0", source=SCENES, goal_mode="caption")
+    env = gym.make("ImageSearch-v0", source=SCENES, goal_mode="caption", text_info=True)
     for seed in range(10):
         obs, info = env.reset(seed=seed)
         text = bytes(obs["goal"]).rstrip(b"\0").decode()

@@ -360,3 +360,23 @@ def test_looping_and_broken_symlinks_are_listed_and_counted(tmp_path):
     assert len(msgs) == 1 and "skipped 2 unreadable image(s) of 3" in msgs[0], msgs
     with pytest.raises(ImageReadError, match=r"broken\.jpg"):
         load_images(tmp_path, strict=True)
+
+
+def test_a_single_pil_image_or_image_file_is_a_source(tmp_path):
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    env = gym.make("ImageView-v0", source=img, view_size=16)
+    assert len(env.unwrapped.pool) == 1 and env.reset(seed=0)[0].shape == (16, 16, 3)
+    np.testing.assert_array_equal(env.unwrapped.pool.image(0), np.asarray(img))
+    for ext in ("png", "jpg", "bmp", "webp", "tif"):
+        path = tmp_path / f"one.{ext}"
+        img.save(path)
+        for source in (path, str(path)):
+            env = gym.make("ImageView-v0", source=source, view_size=16)
+            assert len(env.unwrapped.pool) == 1, ext
+            # A still .webp/.tif is an image, not a one-frame video (no time action).
+            assert env.action_space.shape == (11,), ext
+    frames = [Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "clip.webp", save_all=True, append_images=frames[1:])
+    env = gym.make("ImageView-v0", source=tmp_path / "clip.webp", view_size=16)
+    assert len(env.unwrapped.pool) == 3 and env.action_space.shape == (12,)  # still a video

@@ -14,6 +14,7 @@ from vpt_env.data.sources import load_images
 from vpt_env.envs.vector import ImageViewVectorEnv
 
 N = 6
+SMALL = [np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,55 @@ def test_same_step_autoreset_reports_final_observation() -> None:
     np.testing.assert_array_equal(info["final_info"]["image_index"].shape, (2,))
 
 
+@pytest.mark.parametrize(
+    "mode", [None, "next_step", "same_step", "disabled", gym.vector.AutoresetMode.DISABLED]
+)
+def test_autoreset_mode_is_an_attribute_as_on_gymnasiums_vector_envs(mode) -> None:
+    # TorchRL reads envs.autoreset_mode (not metadata) and prefers DISABLED.
+    kw = {} if mode is None else {"autoreset_mode": mode}
+    venv = _vec("ImageView-v0", n=2, source=[np.zeros((32, 32, 3), np.uint8)], **kw)
+    names = {"next_step": "NEXT_STEP", "same_step": "SAME_STEP", "disabled": "DISABLED"}
+    expected = (
+        mode
+        if isinstance(mode, gym.vector.AutoresetMode)
+        else gym.vector.AutoresetMode[names[mode or "next_step"]]
+    )
+    assert venv.autoreset_mode == expected and venv.metadata["autoreset_mode"] == expected
+    same = _vec("ImageView-v0", n=2, source=[np.zeros((32, 32, 3), np.uint8)], autoreset_mode=expected.value)
+    assert same.autoreset_mode == expected  # Gymnasium's own values ("Disabled") work too
+
+
+def test_disabled_autoreset_matches_gymnasiums_sync_vector_env() -> None:
+    n, steps = 3, 3
+    kw = {"source": SMALL, "reward": "zero", "view_size": 16, "obs_mode": "dict"}
+    ours = _vec("ImageView-v0", n=n, max_episode_steps=steps, array="numpy", autoreset_mode="disabled", **kw)
+    theirs = gym.vector.SyncVectorEnv(
+        [lambda: gym.make("ImageView-v0", max_episode_steps=steps, **kw)] * n,
+        autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+    )
+    a, _ = ours.reset(seed=5)
+    b, _ = theirs.reset(seed=5)
+    rng = np.random.default_rng(0)
+    reset_mask = np.array([True, False, True])
+    for t in range(2 * steps):
+        if t == steps:  # every env ended at once: reset two of them, keep the third ended
+            a, _ = ours.reset(options={"reset_mask": reset_mask})
+            b, _ = theirs.reset(options={"reset_mask": reset_mask})
+            np.testing.assert_array_equal(a["box"], b["box"])
+            with pytest.raises(ResetNeeded, match=r"\[1\]"):
+                ours.step(np.zeros((n, 11), np.float32))  # env 1 ended and was not reset
+            a, _ = ours.reset(options={"reset_mask": ~reset_mask})
+            b, _ = theirs.reset(options={"reset_mask": ~reset_mask})
+        actions = rng.uniform(-1, 1, (n, 11)).astype(np.float32)
+        a, ra, ta, tra, _ = ours.step(actions)
+        b, rb, tb, trb, _ = theirs.step(actions)
+        np.testing.assert_array_equal(a["box"], b["box"])
+        assert np.abs(a["view"].astype(int) - b["view"].astype(int)).max() <= 1
+        np.testing.assert_array_equal(ta, tb)
+        np.testing.assert_array_equal(tra, trb)
+        assert tra.all() == (t % steps == steps - 1)  # no env was reset by stepping it
+
+
 def test_observation_formats_and_spaces(device: torch.device) -> None:
     venv = _vec("ImageView-v0", n=4, obs_format="float", view_size=32, device=device)
     obs, info = venv.reset(seed=0)
@@ -148,7 +198,7 @@ def test_bad_input_vector(photos_pool: ImagePool) -> None:
         ({"num_envs": 0}, "num_envs"),
         ({"obs_format": "half"}, "obs_format"),
         ({"array": "jax"}, "array"),
-        ({"autoreset_mode": "disabled"}, "autoreset_mode"),
+        ({"autoreset_mode": "sometimes"}, "autoreset_mode"),
         ({"max_episode_steps": 0}, "max_episode_steps"),
     ):
         with pytest.raises(ValueError, match=name):

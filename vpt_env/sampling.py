@@ -27,7 +27,7 @@ from vpt_env.core.dynamics import random_boxes
 from vpt_env.core.render import render, to_uint8
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.annotations import view_cumulant
-from vpt_env.data.pool import ImagePool
+from vpt_env.data.pool import ImagePool, check_device, fork_safe_threads
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 
 __all__ = ["TransitionBatch", "TransitionSampler"]
@@ -157,7 +157,8 @@ class TransitionSampler:
                 )
         self.base_view_scale = base_view_scale
         self.output = output
-        self.device = torch.device(device)
+        fork_safe_threads()
+        self.device = check_device(device)
         if isinstance(source, ImagePool):
             self.pool = source
         else:

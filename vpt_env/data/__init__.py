@@ -19,6 +19,7 @@ from vpt_env.data.readers import (
 from vpt_env.data.scenes import SceneConfig, SceneSource
 from vpt_env.data.sources import (
     ArraySource,
+    FilesSource,
     FolderSource,
     ImageReadError,
     ImageSource,
@@ -35,6 +36,7 @@ __all__ = [
     "CaptionManifest",
     "CocoSource",
     "DatasetNotInstalledError",
+    "FilesSource",
     "FolderSource",
     "ImageFolderSource",
     "ImagePool",

@@ -91,14 +91,19 @@ class PhotoSource:
         name = PHOTO_NAMES[index]
         h, w = self.image(index).shape[:2]
         objs = PHOTO_BOXES[name]
-        boxes = np.array([[x0 / w, y0 / h, x1 / w, y1 / h] for _, (x0, y0, x1, y1) in objs],
-                         dtype=np.float32).reshape(-1, 4)
+        boxes = np.array(
+            [[x0 / w, y0 / h, x1 / w, y1 / h] for _, (x0, y0, x1, y1) in objs], dtype=np.float32
+        ).reshape(-1, 4)
         labels = np.array([self.classes.index(c) for c, _ in objs], dtype=np.int64)
         label = int(labels[0]) if len(labels) else None
         return Annotation(label=label, boxes=np.clip(boxes, 0, 1), box_labels=labels)
 
     def name(self, index: int) -> str:
         return f"embedded photo {PHOTO_NAMES[index]!r}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The decoded photos are reloaded from the installed packages, not pickled.
+        return {**self.__dict__, "_cache": {}}
 
 
 def _scenes() -> Any:

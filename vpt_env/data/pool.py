@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +23,7 @@ from vpt_env.data.sources import (
     resolve_source,
 )
 
-__all__ = ["ImagePool"]
+__all__ = ["ImagePool", "check_device", "fork_safe_threads"]
 
 #: Same-size images whose pyramids are built in one batch: at most this many, and at most
 #: :data:`_BUILD_BYTES` of float32 pixels, so the build's temporary copies stay small next to the
@@ -30,6 +33,64 @@ _BUILD_BYTES = 32 << 20
 #: Pyramid levels stop when an image's shorter side would fall below this.
 MIN_LEVEL_SIDE = 8
 MAX_LEVELS = 10
+
+# Torch's CPU builds run intra-op parallel work on libgomp, the GNU OpenMP runtime, which keeps
+# its worker threads between calls and is not fork-safe: a child forked after the parent ran a
+# multi-threaded op inherits the runtime's belief that those workers exist, but not the threads,
+# and its own first multi-threaded op waits for them forever. Gymnasium's AsyncVectorEnv does
+# exactly that on Linux (it builds one env in the parent, converting images with torch, then
+# forks its workers), and the workers hung in ImagePool.__init__. A process that was forked after
+# vpt_env was imported therefore switches torch to one thread before its first torch call
+# (fork_safe_threads), as PyTorch's own DataLoader workers do; one thread per worker process is
+# also what a worker per core wants. Spawned processes and the parent are left alone.
+_forked = False
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_note_fork)
+
+
+def fork_safe_threads() -> None:
+    """In a process forked after ``vpt_env`` was imported, use one torch thread (else do nothing).
+
+    Pools and envs call this before their first torch call: the parent's
+    OpenMP thread pool does not survive ``fork()``, and a multi-threaded torch
+    op in the child would wait for it forever (see the comment above).
+    """
+    if _forked and torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
+
+
+def check_device(device: Any) -> torch.device:
+    """``device`` as a :class:`torch.device`, refused with a clear error where it is not available.
+
+    Raises:
+        ValueError: an unknown device string, or a CUDA or MPS device this torch
+            build or machine does not have (the message lists the available ones).
+    """
+    available = ["cpu"]
+    available += [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    available += ["mps"] if torch.backends.mps.is_available() else []
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        msg = f"device must be a torch device, got {device!r} ({err}); available: {available}"
+        raise ValueError(msg) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ValueError(
+            f"device={device!r}: CUDA is not available (torch {torch.__version__}, {build}); "
+            f"available: {available}"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: no such CUDA device; available: {available}")
+    if dev.type == "mps" and "mps" not in available:
+        raise ValueError(f"device={device!r}: MPS is not available; available: {available}")
+    return dev
 
 
 class ImagePool:
@@ -75,7 +136,8 @@ class ImagePool:
     ) -> None:
         if len(images) == 0:
             raise ValueError("images must hold at least one image")
-        self.device = torch.device(device)
+        fork_safe_threads()
+        self.device = check_device(device)
         n = len(images)
         for i, im in enumerate(images):
             if not (
@@ -225,7 +287,9 @@ class ImagePool:
             "device": device,
             "keep_float": keep_float,
             "max_bytes": max_bytes,
+            "seed": seed,
         }
+        pool._spec = source  # what was passed, pickled in place of the images (__getstate__)
         return pool
 
     @staticmethod
@@ -265,8 +329,55 @@ class ImagePool:
         origin = getattr(self, "_origin", None)
         if origin is None:
             raise ValueError("resample() needs a pool made by ImagePool.from_source")
-        fresh = type(self).from_source(**{**origin, "source": origin["source"]}, seed=seed)
+        fresh = type(self).from_source(**{**origin, "seed": seed})
+        self.__dict__.update({**fresh.__dict__, "_spec": self._spec})
+
+    # -- pickling -----------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pool loaded from a source pickles that source, not its images.
+
+        A pool made by :meth:`from_source` pickles what was passed as its
+        source (an embedded set's name, a path, a reader, a ``SceneSource``,
+        which pickles as its config, or in-memory arrays, which travel as they
+        are) with its load settings, a few bytes to a few kilobytes where the
+        source is a name or a path, and rebuilds itself on unpickling
+        (:meth:`__setstate__`). A pool made from images (``ImagePool(images)``),
+        or whose source cannot be pickled, pickles its stores.
+        """
+        origin = getattr(self, "_origin", None)
+        if origin is not None and _picklable(self._spec):
+            settings = {k: v for k, v in origin.items() if k != "source"}
+            # The source object itself, so that a pickle holding it elsewhere too (an env's
+            # spec kwargs) stores it once.
+            return {"_rebuild": settings, "_spec": self._spec, "_checksum": self._checksum()}
+        return self.__dict__
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild from the pickled source, or take the pickled stores.
+
+        Raises:
+            ValueError: the source no longer gives the images it gave when the
+                pool was pickled (a file changed, for example): a pool rebuilt
+                from it would not continue an episode as pickled.
+        """
+        if "_rebuild" not in state:
+            self.__dict__.update(state)
+            return
+        spec = state["_spec"]
+        fresh = type(self).from_source(spec, **state["_rebuild"])
+        if fresh._checksum() != state["_checksum"]:
+            raise ValueError(
+                f"cannot unpickle the image pool: its source {str(spec)[:200]!r} has changed since it was "
+                "pickled (other images, sizes or pixels)"
+            )
         self.__dict__.update(fresh.__dict__)
+
+    def _checksum(self) -> tuple[int, int, int]:
+        """Image count, and Adler-32 checksums of the sizes and of the uint8 pixels."""
+        hw = np.ascontiguousarray(self.image_hw.cpu().numpy())
+        pixels = np.ascontiguousarray(self.pixels.cpu().numpy())
+        return len(self), zlib.adler32(hw), zlib.adler32(pixels)
 
     def __len__(self) -> int:
         return int(self.image_hw.shape[0])
@@ -285,6 +396,20 @@ class ImagePool:
         """Bytes held on the device by the image stores."""
         n = self.pixels.numel()
         return n + (4 * self.atlas.numel() if self.atlas is not None else 0)
+
+
+def _picklable(source: Any) -> bool:
+    """Whether a source can be pickled (names, paths and arrays can; other objects are tried)."""
+    plain = (str, os.PathLike, np.ndarray, torch.Tensor, type(None))
+    if isinstance(source, plain) or (
+        isinstance(source, list | tuple) and all(isinstance(x, np.ndarray | torch.Tensor) for x in source)
+    ):
+        return True
+    try:
+        pickle.dumps(source)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return False  # e.g. a source holding a lambda or an open handle
+    return True
 
 
 def _level_sizes(h: int, w: int) -> list[tuple[int, int]]:

@@ -34,6 +34,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,6 +136,11 @@ class SceneConfig:
             raise bad("annotate", f"must be one of {ANNOTATE}")
 
 
+def _scene_source(config: SceneConfig, cache: bool | Path) -> SceneSource:
+    """Rebuild a pickled :class:`SceneSource` from its config."""
+    return SceneSource(config, cache=cache)
+
+
 def default_cache_dir() -> Path:
     """``$VPT_ENV_CACHE``, else ``$XDG_CACHE_HOME/vpt_env``, else ``~/.cache/vpt_env``."""
     if os.environ.get("VPT_ENV_CACHE"):
@@ -206,8 +212,9 @@ class SceneSource:
         self._glyphs, classes, self._fingerprint = glyph_pool(self.object_sets, cfg.split)
         self.classes = list(classes)
         n = cfg.n_images
-        blocks = [layout_block(self.config, self._glyphs, len(self.classes), b)
-                  for b in range(-(-n // BLOCK))]
+        blocks = [
+            layout_block(self.config, self._glyphs, len(self.classes), b) for b in range(-(-n // BLOCK))
+        ]
         self.layout = SceneLayout(*(np.concatenate(p)[:n] for p in zip(*(b[0] for b in blocks), strict=True)))
         self.captioned = np.concatenate([b[1] for b in blocks])[:n]
         self.box_labels = np.concatenate([b[2] for b in blocks])[:n]
@@ -220,6 +227,11 @@ class SceneSource:
 
     def __len__(self) -> int:
         return self.config.n_images
+
+    def __reduce__(self) -> tuple[Any, tuple[SceneConfig, bool | Path]]:
+        # Pickled as its config: the scenes are a function of it (the same config gives the
+        # same bytes), so a pickle weighs bytes, not the glyphs, layouts and rendered pixels.
+        return _scene_source, (self.config, False if self._cache_dir is None else self._cache_dir)
 
     # -- pixels -------------------------------------------------------------------------------------
     def render(self, index: np.ndarray | list[int]) -> np.ndarray:
@@ -282,8 +294,12 @@ class SceneSource:
         fields.pop("caption_fraction")  # captions and annotations do not change pixels
         fields.pop("caption_words")
         fields.pop("annotate")
-        key = {"version": SCENES_VERSION, "config": fields, "objects": list(self._fingerprint),
-               "numpy": np.__version__}
+        key = {
+            "version": SCENES_VERSION,
+            "config": fields,
+            "objects": list(self._fingerprint),
+            "numpy": np.__version__,
+        }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
     @property
@@ -307,8 +323,9 @@ class SceneSource:
                     return arr
             except (OSError, ValueError):
                 pass
-            warnings.warn(f"scene cache {path} is unreadable or stale; regenerating it", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"scene cache {path} is unreadable or stale; regenerating it", RuntimeWarning, stacklevel=3
+            )
         out = self._render_all()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,8 +342,11 @@ class SceneSource:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         except OSError as err:
-            warnings.warn(f"cannot write the scene cache {path}: {err}; keeping scenes in memory",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"cannot write the scene cache {path}: {err}; keeping scenes in memory",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             out.setflags(write=False)
             return out
         return np.load(path, mmap_mode="r")

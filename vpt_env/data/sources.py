@@ -28,6 +28,7 @@ __all__ = [
     "MAX_IMAGE_SIDE",
     "SOURCE_SUFFIXES",
     "ArraySource",
+    "FilesSource",
     "FolderSource",
     "ImageReadError",
     "ImageSource",
@@ -73,7 +74,7 @@ class ArraySource:
         images: a sequence of images (anything :func:`to_rgb_uint8` takes), or
             one array/tensor: a batch if it has 4 dims (``(N, H, W, C)``, or
             ``(N, C, H, W)`` for tensors), else a single image (grey batches:
-            pass ``(N, H, W, 1)``).
+            pass ``(N, H, W, 1)``), or one PIL image.
         labels: optional ``(N,)`` class indices in ``[0, MAX_CLASSES)`` (-1: none).
         classes: names of the classes (default ``"0"``, ``"1"``, ...).
     """
@@ -87,6 +88,8 @@ class ArraySource:
         if isinstance(images, np.ndarray | torch.Tensor):
             # One array is a batch when it has 4 dims, else a single image.
             images = list(images) if images.ndim == 4 else [images]
+        elif isinstance(images, Image.Image):
+            images = [images]
         if not isinstance(images, Sequence) or isinstance(images, str | bytes):
             raise TypeError(f"images must be a sequence of arrays, got {type(images).__name__}")
         self._images = images
@@ -117,7 +120,35 @@ class ArraySource:
         return f"image {index}"
 
 
-class FolderSource:
+class FilesSource:
+    """Image files given by path, read on access. No annotations.
+
+    Args:
+        paths: the files, in the order to present them.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ValueError("paths must name at least one image file")
+        self.classes: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> Image.Image:
+        with Image.open(self.paths[index]) as img:
+            img.load()
+            return img
+
+    def annotation(self, index: int) -> Annotation:
+        return Annotation()
+
+    def name(self, index: int) -> str:
+        return str(self.paths[index])
+
+
+class FolderSource(FilesSource):
     """Every image file under a folder, recursively, in sorted path order.
 
     Reads files whose extension is in :data:`IMAGE_EXTENSIONS` (any case);
@@ -145,20 +176,6 @@ class FolderSource:
                 f"source folder {str(self.root)!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
             )
         self.classes: list[str] = []
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def image(self, index: int) -> Image.Image:
-        with Image.open(self.paths[index]) as img:
-            img.load()
-            return img
-
-    def annotation(self, index: int) -> Annotation:
-        return Annotation()
-
-    def name(self, index: int) -> str:
-        return str(self.paths[index])
 
 
 #: What a path string given as ``source=`` is read as, by how its name ends.
@@ -217,11 +234,27 @@ class SubsetSource:
         return getattr(self.source, name)
 
 
+def _frame_count(path: Path) -> int:
+    """Frames of an image file (1 for a still image, or one PIL cannot open)."""
+    try:
+        with Image.open(path) as img:
+            return int(getattr(img, "n_frames", 1))
+    except (OSError, ValueError, SyntaxError):
+        return 1
+
+
 def _path_source(path: Path, strict: bool) -> ImageSource:
-    """The reader for an existing file, chosen by its suffix (see :data:`SOURCE_SUFFIXES`)."""
+    """The reader for an existing file, chosen by its suffix (see :data:`SOURCE_SUFFIXES`).
+
+    A still image file (one of :data:`IMAGE_EXTENSIONS`; a ``.webp`` or ``.tif``
+    with one frame) is a one-image :class:`FilesSource`.
+    """
     from vpt_env.data import readers
 
     name = path.name.lower()
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS and (suffix not in SOURCE_SUFFIXES or _frame_count(path) == 1):
+        return FilesSource([path])
     kind = next(
         (SOURCE_SUFFIXES[s] for s in sorted(SOURCE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None
     )
@@ -244,12 +277,13 @@ def resolve_source(source: Any, strict: bool = False) -> ImageSource:
     """Turn the ``source=`` argument of an env into an :class:`ImageSource`.
 
     Accepts None or an embedded dataset name (``"photos"``), a folder path
-    (:class:`FolderSource`), a file path whose name picks a reader (``.jsonl``,
+    (:class:`FolderSource`), an image file path (``.jpg``, ``.png``, ...; a
+    still ``.webp`` or ``.tif``), a file path whose name picks a reader (``.jsonl``,
     ``.csv``, ``.tsv``: captions manifest; ``.tar``, ``.tar.gz``: WebDataset
     shard; ``.json``: COCO instances or captions, by its keys; ``.gif``,
     ``.webp``, ``.tif``, ``.mp4``, ...: video clip), a brace pattern of shards
     (``"shards/cc-{000..009}.tar"``), a sequence of arrays/tensors/PIL
-    images, an array batch, or an object implementing :class:`ImageSource`
+    images, an array batch, one PIL image, or an object implementing :class:`ImageSource`
     (e.g. ``ImageFolderSource(root)``, which is never chosen by name: a
     folder stays a :class:`FolderSource`).
 
@@ -279,13 +313,13 @@ def resolve_source(source: Any, strict: bool = False) -> ImageSource:
         return _path_source(path, strict)
     if isinstance(source, ImageSource):
         return source
-    if isinstance(source, np.ndarray | torch.Tensor) or (
+    if isinstance(source, np.ndarray | torch.Tensor | Image.Image) or (
         isinstance(source, Sequence) and not isinstance(source, str | bytes)
     ):
         return ArraySource(source)
     raise TypeError(
         "source must be None, an embedded dataset name, a folder or file path, a sequence of "
-        f"arrays, or an ImageSource, got {type(source).__name__}"
+        f"arrays, an array, a PIL image, or an ImageSource, got {type(source).__name__}"
     )
 
 

@@ -6,7 +6,8 @@ construction and their action checks in one place too.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from vpt_env.core.augment import AUG_DIM, AUG_NAMES
 from vpt_env.core.dynamics import DISCRETE_ACTIONS, discrete_to_action, step_state
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.core.video import VideoIndex, move_in_time
-from vpt_env.data.pool import ImagePool
+from vpt_env.data.pool import ImagePool, check_device, fork_safe_threads
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.rewards.base import RewardFn, make_reward
 
@@ -25,10 +26,12 @@ __all__ = [
     "OBS_MODES",
     "TIME_ACTIONS",
     "ActionMap",
+    "ViewsFromState",
     "build_pool",
     "continuous_actions",
     "discrete_actions",
     "make_observation_space",
+    "reset_options",
     "resolve_params",
 ]
 
@@ -49,23 +52,82 @@ COMMON_KWARGS = (
 )
 
 
+class ViewsFromState:
+    """Pickling of an env whose rendered views are a cache of its state.
+
+    The views are rendered again on unpickling (``_render_views``) instead of
+    travelling with the env; with the pool pickled as its source
+    (:meth:`~vpt_env.data.pool.ImagePool.__getstate__`), an env built from a
+    name or a path pickles in kilobytes and continues its episode identically.
+    """
+
+    #: Attributes that hold rendered views.
+    _view_caches: ClassVar[tuple[str, ...]] = ("_views",)
+    _state: ViewState | None
+
+    def _render_views(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, **dict.fromkeys(self._view_caches)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._state is not None:
+            self._render_views()
+
+
 def resolve_params(
-    params: EnvParams | None, param_kwargs: dict[str, Any], extra: tuple[str, ...] = ()
+    params: EnvParams | None, param_kwargs: dict[str, Any], extra: tuple[str, ...] = (), owner: str = "env"
 ) -> EnvParams:
     """The env's :class:`EnvParams` from ``params=`` or its fields given as keywords.
 
+    Args:
+        params: an :class:`EnvParams`, or None.
+        param_kwargs: the keywords the env's ``__init__`` did not name.
+        extra: the env's own keywords beyond :data:`COMMON_KWARGS` (listed in the error).
+        owner: the env's class name, for the error message.
+
     Raises:
-        TypeError: unknown keywords (listing the accepted ones), or both forms given.
+        TypeError: unknown keywords, or both forms given. The message starts as
+            Python's own (``"ImageViewEnv.__init__() got an unexpected keyword
+            argument 'frameskip'"``), which clients match on (TorchRL's
+            ``GymEnv`` retries without ``frameskip`` when it reads it), then
+            lists the accepted keywords.
     """
-    unknown = sorted(set(param_kwargs) - set(EnvParams.field_names()))
+    unknown = [k for k in param_kwargs if k not in EnvParams.field_names()]
     if unknown:
         accepted = sorted({*COMMON_KWARGS, *extra, *EnvParams.field_names()})
-        raise TypeError(f"unknown keyword argument(s) {unknown}; accepted: {accepted}")
+        more = "".join(f", and an unexpected keyword argument {k!r}" for k in unknown[1:])
+        raise TypeError(
+            f"{owner}.__init__() got an unexpected keyword argument {unknown[0]!r}{more}; "
+            f"accepted: {accepted}"
+        )
     if params is not None and param_kwargs:
         raise TypeError("pass either params= or EnvParams fields as keywords, not both")
     if params is not None and not isinstance(params, EnvParams):
         raise TypeError(f"params must be an EnvParams, got {type(params).__name__}")
     return params if params is not None else EnvParams(**param_kwargs)
+
+
+def reset_options(options: Any, accepted: tuple[str, ...]) -> dict[str, Any]:
+    """The ``options`` of ``reset()`` as a new dict, checked against the ``accepted`` keys.
+
+    Raises:
+        TypeError: ``options`` is neither None nor a mapping.
+        ValueError: unknown keys (listing the accepted ones).
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"options must be a dict (e.g. {{{accepted[0]!r}: 0}}) or None, "
+            f"got {type(options).__name__} {options!r}"
+        )
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {unknown}; accepted: {sorted(accepted)}")
+    return dict(options)
 
 
 def build_pool(
@@ -91,13 +153,14 @@ def build_pool(
     ``max_pool_bytes`` caps the pool's memory: a larger source is read lazily,
     a random part of it that fits (:meth:`ImagePool.from_source`).
     """
+    fork_safe_threads()  # before any torch call: a shared pool skips ImagePool.__init__
     if obs_mode not in OBS_MODES:
         raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
     if reward_kwargs is not None and not isinstance(reward_kwargs, dict):
         raise TypeError(f"reward_kwargs must be a dict, got {type(reward_kwargs).__name__}")
-    device = torch.device(device)
+    device = check_device(device)
     if isinstance(source, ImagePool):
         pool = source
         if pool.device.type != device.type:

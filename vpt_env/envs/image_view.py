@@ -16,12 +16,14 @@ from vpt_env.core.random import seed_key
 from vpt_env.core.render import render, to_uint8
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.annotations import view_cumulant
-from vpt_env.data.pool import ImagePool
+from vpt_env.data.pool import ImagePool, check_device
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.envs.common import (
     ActionMap,
+    ViewsFromState,
     build_pool,
     make_observation_space,
+    reset_options,
     resolve_params,
 )
 from vpt_env.rewards.base import check_reward_output
@@ -33,7 +35,7 @@ OBS_MODES = ("view", "dict")
 RENDER_SIDE = 512
 
 
-class ImageViewEnv(gym.Env[Any, np.ndarray]):
+class ImageViewEnv(ViewsFromState, gym.Env[Any, np.ndarray]):
     """A view of an image that actions pan, zoom, stretch and augment.
 
     ## Description
@@ -143,14 +145,14 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         max_pool_bytes: int | None = None,
         **param_kwargs: Any,
     ) -> None:
-        self.params = resolve_params(params, param_kwargs)
+        self.params = resolve_params(params, param_kwargs, self.own_kwargs, owner=type(self).__name__)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
         self.obs_mode = obs_mode
         self.render_mode = render_mode
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.pool, self.reward_fn, self.params = build_pool(
             source,
             self.params,
@@ -172,6 +174,8 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         self._views: torch.Tensor | None = None
 
     discrete: ClassVar[bool] = False
+    #: Keywords of this class beyond the common ones (listed when an unknown one is refused).
+    own_kwargs: ClassVar[tuple[str, ...]] = ()
 
     def _batch_of_one(self, action: Any) -> Any:
         if isinstance(action, torch.Tensor):
@@ -199,10 +203,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
             self._key = seed_key(key)
             self._episode = -1
         self._episode += 1
-        options = dict(options or {})
-        image_index = options.pop("image_index", None)
-        if options:
-            raise ValueError(f"unknown reset option(s) {sorted(options)}; accepted: ['image_index']")
+        image_index = reset_options(options, ("image_index",)).get("image_index")
         n = len(self.pool)
         image = None
         if image_index is not None:
@@ -216,7 +217,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         if image is None:
             image = self._reset_images(key, episode)
         self._state = reset_state(self.params, self.pool.image_hw, key, episode, image)
-        self._views = render(self.pool, self._state, self.params)
+        self._render_views()
         return self._observation(), self._info()
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -224,7 +225,7 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         if self._state is None:
             raise ResetNeeded("Cannot call env.step() before calling env.reset()")
         self._state = self.actions.next_state(self._state, self._batch_of_one(action), self.pool.image_hw)
-        self._views = render(self.pool, self._state, self.params)
+        self._render_views()
         out = self.reward_fn(self._views, self._state, self.pool.annotations)
         reward = check_reward_output(self.reward_fn, out, 1, self.device)
         return self._observation(), float(reward[0]), False, False, self._info()
@@ -239,6 +240,9 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         return draw_box(self.pool, int(self._state.image[0]), self._state.box[0].tolist())
 
     # -- helpers ------------------------------------------------------------------
+
+    def _render_views(self) -> None:
+        self._views = render(self.pool, self._state, self.params)
 
     def _reset_images(self, key: torch.Tensor, episode: torch.Tensor) -> torch.Tensor | None:
         """The image of a new episode, or None to draw it uniformly (a task env's hook)."""

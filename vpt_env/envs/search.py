@@ -7,6 +7,7 @@ here) that the single env (a batch of one) and the vector env (a batch of N) bot
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, SupportsFloat
 
 import numpy as np
@@ -51,10 +52,16 @@ __all__ = [
 DEFAULT_SCENES = {"n_images": 2000, "seed": 0}
 
 
+#: The search envs' own keywords.
+SEARCH_KWARGS = ("found_iou", "goal_mode", "text_info")
+
+
 class _SearchSetup:
     """What both search envs check and build: arguments, goals, spaces."""
 
-    def _search_kwargs(self, source: Any, found_iou: float, goal_mode: str, kwargs: dict[str, Any]) -> Any:
+    def _search_kwargs(
+        self, source: Any, found_iou: float, goal_mode: str, text_info: bool, kwargs: dict[str, Any]
+    ) -> Any:
         for name in ("reward", "obs_mode"):
             if name in kwargs:
                 raise TypeError(f"ImageSearch envs fix {name!r}; it cannot be passed")
@@ -62,8 +69,11 @@ class _SearchSetup:
             raise ValueError(f"found_iou must be in (0, 1], got {found_iou!r}")
         if goal_mode not in GOAL_MODES:
             raise ValueError(f"goal_mode must be one of {GOAL_MODES}, got {goal_mode!r}")
+        if not isinstance(text_info, bool):
+            raise TypeError(f"text_info must be a bool, got {type(text_info).__name__}")
         self.found_iou = float(found_iou)
         self.goal_mode = goal_mode
+        self.text_info = text_info
         if source is None:
             from vpt_env.data.scenes import SceneSource
 
@@ -91,8 +101,8 @@ class _SearchSetup:
         Images drawn by the env itself come from the searchable ones, so the
         step path needs no such check (and no host synchronisation).
         """
-        if not options or options.get("image_index") is None:
-            return
+        if not isinstance(options, Mapping) or options.get("image_index") is None:
+            return  # no image asked for, or not a dict: reset() says so
         index = np.atleast_1d(np.asarray(options["image_index"]))
         searchable = set(self._searchable.tolist())
         bad = [int(i) for i in index if 0 <= int(i) < len(self.pool) and int(i) not in searchable]
@@ -100,6 +110,11 @@ class _SearchSetup:
             raise ValueError(
                 f"options['image_index'] must name images with at least one object; {bad[:5]} have none"
             )
+
+    def _goal_text(self, goal: list[int], captions: list[str]) -> dict[str, list[str]]:
+        """``goal_name`` and ``goal_caption`` of a batch of goals (the ``text_info=True`` infos)."""
+        classes = self.pool.annotations.classes
+        return {"goal_name": [classes[g] for g in goal], "goal_caption": captions}
 
     def _draw_goals(self, pool: Any, image: Tensor, key: Tensor, episode: Tensor) -> tuple[Tensor, Tensor]:
         """``(goal class, goal box index)`` of new episodes, from their reset draws."""
@@ -164,12 +179,18 @@ class ImageSearchEnv(_SearchSetup, ImageViewEnv):
 
     ``source`` (default: 2,000 embedded scenes, ``SceneSource(n_images=2000)``;
     any source with object boxes works), ``found_iou``, ``goal_mode``
-    (``"class"`` or ``"caption"``), and every argument of ``ImageView-v0``
+    (``"class"`` or ``"caption"``), ``text_info`` (add the goal's text to
+    ``info``, see below), and every argument of ``ImageView-v0``
     except ``reward`` and ``obs_mode``. ``gym.make_vec("ImageSearch-v0",
     num_envs=N, vectorization_mode="vector_entry_point")`` gives the batched
     :class:`ImageSearchVectorEnv`.
 
-    ``info`` adds ``goal``, ``goal_name``, ``goal_caption``, ``iou`` and ``is_success``.
+    ``info`` adds ``goal``, ``iou`` and ``is_success`` and, with
+    ``text_info=True``, ``goal_name`` (the goal's class name) and
+    ``goal_caption`` (its caption, as in caption mode). Text is off by default:
+    string values in ``info`` break TorchRL's readers of batched infos
+    (``GymEnv(id, num_envs=...)``); ``obs["goal"]`` holds the caption's bytes
+    in caption mode.
 
     ## Version History
 
@@ -188,10 +209,18 @@ class ImageSearchEnv(_SearchSetup, ImageViewEnv):
         True
     """
 
+    own_kwargs: ClassVar[tuple[str, ...]] = SEARCH_KWARGS
+
     def __init__(
-        self, source: Any = None, *, found_iou: float = 0.5, goal_mode: str = "class", **kwargs: Any
+        self,
+        source: Any = None,
+        *,
+        found_iou: float = 0.5,
+        goal_mode: str = "class",
+        text_info: bool = False,
+        **kwargs: Any,
     ) -> None:
-        source = self._search_kwargs(source, found_iou, goal_mode, kwargs)
+        source = self._search_kwargs(source, found_iou, goal_mode, text_info, kwargs)
         super().__init__(source, reward="zero", obs_mode="view", **kwargs)
         self.observation_space = self._search_setup(self.pool, self.observation_space)
         self._goal: Tensor | None = None
@@ -238,14 +267,10 @@ class ImageSearchEnv(_SearchSetup, ImageViewEnv):
     def _search_info(self, info: dict[str, Any], score: Tensor) -> dict[str, Any]:
         assert self._goal is not None
         goal = int(self._goal[0])
-        return {
-            **info,
-            "goal": goal,
-            "goal_name": self.pool.annotations.classes[goal],
-            "goal_caption": self._caption,
-            "iou": float(score[0]),
-            "is_success": bool(score[0] >= self.found_iou),
-        }
+        out = {**info, "goal": goal, "iou": float(score[0]), "is_success": bool(score[0] >= self.found_iou)}
+        if self.text_info:
+            out.update({k: v[0] for k, v in self._goal_text([goal], [self._caption]).items()})
+        return out
 
 
 class ImageSearchDiscreteEnv(ImageSearchEnv):
@@ -262,8 +287,9 @@ class ImageSearchVectorEnv(_SearchSetup, ImageViewVectorEnv):
     ``seed`` draw the same scenes and goals and earn the same rewards.
     Observations are ``{"view": (N, S, S, 3), "goal": (N,) or (N, 64), "box": (N, 4)}``
     (tensors on ``device``, or numpy with ``array="numpy"``); ``infos`` adds
-    ``goal``, ``iou`` and ``is_success`` (and ``goal_caption`` in caption mode)
-    with their ``_key`` masks. Autoreset and every other argument as
+    ``goal``, ``iou`` and ``is_success`` (and with ``text_info=True``
+    ``goal_name`` and ``goal_caption``, object arrays of strings, built on the
+    host after every reset) with their ``_key`` masks. Autoreset and every other argument as
     :class:`~vpt_env.envs.vector.ImageViewVectorEnv`.
 
     Example:
@@ -276,6 +302,8 @@ class ImageSearchVectorEnv(_SearchSetup, ImageViewVectorEnv):
         ((8, 64, 64, 3), (8,))
     """
 
+    own_kwargs: ClassVar[tuple[str, ...]] = (*ImageViewVectorEnv.own_kwargs, *SEARCH_KWARGS)
+
     def __init__(
         self,
         num_envs: int = 1,
@@ -283,10 +311,11 @@ class ImageSearchVectorEnv(_SearchSetup, ImageViewVectorEnv):
         *,
         found_iou: float = 0.5,
         goal_mode: str = "class",
+        text_info: bool = False,
         max_episode_steps: int | None = 50,
         **kwargs: Any,
     ) -> None:
-        source = self._search_kwargs(source, found_iou, goal_mode, kwargs)
+        source = self._search_kwargs(source, found_iou, goal_mode, text_info, kwargs)
         super().__init__(
             num_envs, source, reward="zero", obs_mode="view", max_episode_steps=max_episode_steps, **kwargs
         )
@@ -318,7 +347,7 @@ class ImageSearchVectorEnv(_SearchSetup, ImageViewVectorEnv):
         self._goal_box = torch.where(mask, pick, self._goal_box)
         self._last = torch.where(mask, self._score(), self._last)
         self._found = self._found & ~mask
-        if self.goal_mode == "caption":
+        if self.goal_mode == "caption" or self.text_info:
             ann = self.pool.annotations
             for i in torch.nonzero(mask).flatten().tolist():
                 self._captions[i] = goal_phrase(ann, int(st.image[i]), int(self._goal_box[i]))
@@ -350,8 +379,9 @@ class ImageSearchVectorEnv(_SearchSetup, ImageViewVectorEnv):
             "iou": self._out(self._last),
             "is_success": self._out(self._last >= self.found_iou),
         }
-        if self.goal_mode == "caption":
-            extra["goal_caption"] = np.array(self._captions, dtype=object)
+        if self.text_info:
+            text = self._goal_text(self._goal.tolist(), self._captions)
+            extra.update({k: np.array(v, dtype=object) for k, v in text.items()})
         for k, v in extra.items():
             info[k] = v
             info[f"_{k}"] = mask

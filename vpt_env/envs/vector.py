@@ -17,11 +17,14 @@ from vpt_env.core.random import seed_key
 from vpt_env.core.render import render, render_nearest_uint8, to_uint8
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.annotations import view_cumulant
+from vpt_env.data.pool import check_device
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 from vpt_env.envs.common import (
     ActionMap,
+    ViewsFromState,
     build_pool,
     make_observation_space,
+    reset_options,
     resolve_params,
 )
 from vpt_env.rewards.base import check_reward_output
@@ -30,7 +33,11 @@ __all__ = ["ImageViewDiscreteVectorEnv", "ImageViewVectorEnv"]
 
 OBS_FORMATS = ("uint8", "float")
 ARRAY_TYPES = ("torch", "numpy")
-_AUTORESET = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
+_AUTORESET = {
+    "next_step": AutoresetMode.NEXT_STEP,
+    "same_step": AutoresetMode.SAME_STEP,
+    "disabled": AutoresetMode.DISABLED,
+}
 
 
 def _where_state(mask: Tensor, a: ViewState, b: ViewState) -> ViewState:
@@ -45,7 +52,7 @@ def _where_state(mask: Tensor, a: ViewState, b: ViewState) -> ViewState:
     return ViewState(*out)
 
 
-class ImageViewVectorEnv(VectorEnv):
+class ImageViewVectorEnv(ViewsFromState, VectorEnv):
     """``num_envs`` image-view envs in one batch: the vector entry point of ``ImageView-v0``.
 
     Every env's transition, render and reward is one batched call of the core
@@ -69,10 +76,15 @@ class ImageViewVectorEnv(VectorEnv):
             Gymnasium's own vector envs return.
         autoreset_mode: ``"next_step"`` (Gymnasium's default: the step after
             an episode ends resets that env, ignoring its action and returning
-            reward 0 and no flags) or ``"same_step"`` (the env resets within
+            reward 0 and no flags), ``"same_step"`` (the env resets within
             the step that ends it; the last observation and info go to
             ``infos["final_obs"]`` and ``infos["final_info"]``, with the mask
-            ``infos["_final_obs"]``).
+            ``infos["_final_obs"]``) or ``"disabled"`` (no env resets by
+            itself: call ``reset(options={"reset_mask": ended})`` before the
+            next step; stepping an ended env raises ``ResetNeeded``, which
+            TorchRL prefers). Also an :class:`~gymnasium.vector.AutoresetMode`;
+            the env's :attr:`autoreset_mode` attribute and
+            ``metadata["autoreset_mode"]`` hold it, as on Gymnasium's vector envs.
         validate: check actions (NaN/inf, id range) and rewards (finite). On an
             accelerator each check reads one flag back to the host; pass False
             for a step path with no synchronisation.
@@ -90,6 +102,16 @@ class ImageViewVectorEnv(VectorEnv):
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
     discrete: ClassVar[bool] = False
+    _view_caches: ClassVar[tuple[str, ...]] = ("_views", "_views_u8")
+    #: Keywords of this class beyond the common ones (listed when an unknown one is refused).
+    own_kwargs: ClassVar[tuple[str, ...]] = (
+        "num_envs",
+        "max_episode_steps",
+        "obs_format",
+        "array",
+        "autoreset_mode",
+        "validate",
+    )
 
     def __init__(
         self,
@@ -113,8 +135,7 @@ class ImageViewVectorEnv(VectorEnv):
         validate: bool = True,
         **param_kwargs: Any,
     ) -> None:
-        extra = ("num_envs", "max_episode_steps", "obs_format", "array", "autoreset_mode", "validate")
-        self.params = resolve_params(params, param_kwargs, extra)
+        self.params = resolve_params(params, param_kwargs, self.own_kwargs, owner=type(self).__name__)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         if max_episode_steps is not None and (
@@ -127,17 +148,22 @@ class ImageViewVectorEnv(VectorEnv):
             raise ValueError(f"obs_format must be one of {OBS_FORMATS}, got {obs_format!r}")
         if array not in ARRAY_TYPES:
             raise ValueError(f"array must be one of {ARRAY_TYPES}, got {array!r}")
+        # Our names, or Gymnasium's enum or its values ("NextStep", ...).
+        by_value = {m.value: name for name, m in _AUTORESET.items()}
         if isinstance(autoreset_mode, AutoresetMode):
             autoreset_mode = autoreset_mode.value
+        if isinstance(autoreset_mode, str):
+            autoreset_mode = by_value.get(autoreset_mode, autoreset_mode)
         if autoreset_mode not in _AUTORESET:
             raise ValueError(f"autoreset_mode must be one of {tuple(_AUTORESET)}, got {autoreset_mode!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
-        self.metadata = {**type(self).metadata, "autoreset_mode": _AUTORESET[autoreset_mode]}
+        self.autoreset_mode = _AUTORESET[autoreset_mode]
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.num_envs = num_envs
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.obs_mode = obs_mode
         self.obs_format = obs_format
         self.array = array
@@ -182,13 +208,9 @@ class ImageViewVectorEnv(VectorEnv):
         those envs; ``image_index`` (int ``(N,)``) picks each env's image.
         """
         n = self.num_envs
-        options = dict(options or {})
-        mask = options.pop("reset_mask", None)
-        image_index = options.pop("image_index", None)
-        if options:
-            raise ValueError(
-                f"unknown reset option(s) {sorted(options)}; accepted: ['image_index', 'reset_mask']"
-            )
+        options = reset_options(options, ("image_index", "reset_mask"))
+        mask = options.get("reset_mask")
+        image_index = options.get("image_index")
         if isinstance(seed, int) and not isinstance(seed, bool):
             super().reset(seed=seed)
             seeds: list[int | None] = [seed + i for i in range(n)]
@@ -227,15 +249,18 @@ class ImageViewVectorEnv(VectorEnv):
         """Step every env; returns ``(obs, rewards, terminations, truncations, infos)``."""
         if self._state is None:
             raise ResetNeeded("Cannot call step() before calling reset()")
+        mode = self.autoreset_mode
+        if mode == AutoresetMode.DISABLED and self.validate and bool(self._autoreset.any()):
+            ended = self._autoreset.nonzero().flatten().tolist()
+            raise ResetNeeded(
+                f"env(s) {ended} ended and autoreset_mode is 'disabled': reset them first, "
+                "with reset(options={'reset_mask': mask})"
+            )
         state = self._state
         nxt = self.actions.next_state(state, actions, self.pool.image_hw, self.validate)
-        episode = state.episode + 1
-        fresh = reset_state(
-            self.params, self.pool.image_hw, state.key, episode, self._reset_images(state.key, episode)
-        )
-        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
+        if mode == AutoresetMode.NEXT_STEP:
             resetting = self._autoreset
-            self._state = _where_state(resetting, fresh, nxt)
+            self._state = _where_state(resetting, self._fresh(state), nxt)
             self._render_views()
             self._on_reset(resetting)
             rewards = torch.where(resetting, 0.0, self._reward())
@@ -249,7 +274,7 @@ class ImageViewVectorEnv(VectorEnv):
                 self._out(truncated),
                 self._info(),
             )
-        # SAME_STEP: finish the step, then reset the envs that ended within it.
+        # SAME_STEP and DISABLED: finish the step; SAME_STEP then resets the envs that ended within it.
         self._state = nxt
         self._render_views()
         rewards = self._reward()
@@ -257,9 +282,11 @@ class ImageViewVectorEnv(VectorEnv):
         truncated = self._truncated()
         done = terminated | truncated
         infos = self._info()
-        if bool(done.any()):
+        if mode == AutoresetMode.DISABLED:
+            self._autoreset = done
+        elif bool(done.any()):
             final_obs, final_info = self._observation(), infos
-            self._state = _where_state(done, fresh, nxt)
+            self._state = _where_state(done, self._fresh(state), nxt)
             self._render_views()
             self._on_reset(done)
             infos = self._info()
@@ -268,6 +295,13 @@ class ImageViewVectorEnv(VectorEnv):
             infos["_final_obs"] = self._out(done)
             infos["_final_info"] = self._out(done)
         return self._observation(), self._out(rewards), self._out(terminated), self._out(truncated), infos
+
+    def _fresh(self, state: ViewState) -> ViewState:
+        """The first state of every env's next episode (of its random stream)."""
+        episode = state.episode + 1
+        return reset_state(
+            self.params, self.pool.image_hw, state.key, episode, self._reset_images(state.key, episode)
+        )
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
         """A grid of the current views (at most 64), uint8 ``(H, W, 3)``."""
