@@ -50,6 +50,7 @@ __all__ = [
     "AUGMENTED_BASES",
     "RUN_FILE",
     "DataConfig",
+    "base_view_args",
     "build_sampler",
     "pretrain",
     "read_run",
@@ -94,9 +95,14 @@ class DataConfig:
     caption_view_scale: tuple[float, float] | None = (0.9, 1.0)
     """Crop area range of the view the CLIP family's image-caption contrast reads (*ours*; open_clip
     trains on crops of 90-100%): a caption describes the whole image, which a crop of 5% of it rarely
-    shows. It is one more view per image (``TransitionBatch.base_view``), so AB's ``V`` views stay
-    METHOD.md's crops; the paper, too, gives the base its own batch. Other methods draw no such view.
-    None: the contrast reads view 0, one of AB's crops (as before issue 19)."""
+    shows. It is one more view per image (``TransitionBatch.base_views``), so AB's ``V`` views stay
+    METHOD.md's crops (the paper, too, gives the base its own batch). None: the contrast reads view 0,
+    one of AB's crops (as before issue 19)."""
+    dino_global_scale: tuple[float, float] | None = (0.4, 1.0)
+    """Crop area range of the DINO family's two global crops (DINO's own default, Caron et al. 2021),
+    two more views per image (``TransitionBatch.base_views``) that the teacher and the student see;
+    the ``V`` views (AB's crops) are the student's local crops, at half size. None: views 0 and 1 of
+    the ``V`` are the global crops (as before issue 19), so the teacher sees crops of 5% too."""
     device: str = "cpu"
     """Torch device of the pool, the sampler and the model (``cpu``, ``cuda``, ``cuda:1``)."""
     threads: int | None = None
@@ -118,8 +124,9 @@ class DataConfig:
             raise TypeError(f"augment must be None, True or False, got {self.augment!r}")
         if self.ab_views not in AB_VIEWS:
             raise ValueError(f"ab_views must be one of {AB_VIEWS}, got {self.ab_views!r}")
-        if self.caption_view_scale is not None:
-            self.caption_view_scale = _area_range("caption_view_scale", self.caption_view_scale)
+        for name in ("caption_view_scale", "dino_global_scale"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _area_range(name, getattr(self, name)))
 
 
 def _area_range(name: str, value: Any) -> tuple[float, float]:
@@ -147,8 +154,7 @@ def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) ->
     if augment is None:
         augment = method is not None and method.removeprefix("ab") in AUGMENTED_BASES
     crop_views = data.ab_views == "crops" and method is not None and method.startswith("ab")
-    reads_captions = method is not None and method.removeprefix("ab") == "clip"
-    base_view_scale = data.caption_view_scale if reads_captions else None
+    base_view_scale, base_views = base_view_args(data, method)
     source: Any = resolve_data_source(data.source, data.strict)
     if data.max_images is not None and data.max_images < len(source):
         source = SubsetSource(source, range(data.max_images))
@@ -160,10 +166,18 @@ def build_sampler(data: DataConfig, seed: int = 0, method: str | None = None) ->
         augment=augment,
         crop_views=crop_views,
         base_view_scale=base_view_scale,
+        base_views=base_views,
         device=data.device,
         seed=seed,
         strict=data.strict,
     )
+
+
+def base_view_args(data: DataConfig, method: str | None) -> tuple[tuple[float, float] | None, int]:
+    """``(base_view_scale, base_views)`` of the sampler for ``method``: the crops its base draws for
+    itself, one caption view for the CLIP family, two global crops for the DINO family, none else."""
+    base = "" if method is None else method.removeprefix("ab")
+    return {"clip": (data.caption_view_scale, 1), "dino": (data.dino_global_scale, 2)}.get(base, (None, 1))
 
 
 def resolve_data_source(spec: str, strict: bool = False) -> Any:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from agents.pretrain import AB_VIEWS
+from agents.pretrain import AB_VIEWS, DataConfig, base_view_args
 from agents.systems import SystemConfig, make_system
 from agents.trainer import default_param_groups
 from vpt_env import TransitionSampler
@@ -92,19 +92,24 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     crops = args.ab_views == "crops"
-    sampler = TransitionSampler(
-        SceneSource(n_images=1000),
-        view_size=args.view_size,
-        device=device,
-        seed=0,
-        augment=crops,
-        crop_views=crops,
-    )
-    classes = sampler.pool.annotations.num_classes
-    batches = [sampler.sample(args.batch_size, args.views) for _ in range(args.steps)]
-    captions = sampler.captions
+    pool = TransitionSampler(SceneSource(n_images=1000), view_size=args.view_size, device=device).pool
+    classes = pool.annotations.num_classes
     rows = []
     for base in args.bases.split(","):
+        # The base's own crops as pretrain draws them (CLIP's caption view, DINO's global crops).
+        scale, k = base_view_args(DataConfig(), base)
+        sampler = TransitionSampler(
+            pool,
+            view_size=args.view_size,
+            device=device,
+            seed=0,
+            augment=crops,
+            crop_views=crops,
+            base_view_scale=scale,
+            base_views=k,
+        )
+        batches = [sampler.sample(args.batch_size, args.views) for _ in range(args.steps)]
+        captions = sampler.captions
         pair = {m: _Stepper(m, args.encoder, classes, device) for m in (base, "ab" + base)}
         for stepper in pair.values():  # warm-up (allocations, autotuning)
             stepper.step(batches[0], captions)

@@ -213,41 +213,58 @@ def test_clip_logit_scale_is_clipped_as_a_parameter_so_it_can_come_back() -> Non
 # -- CLIP's caption view (issue 19: crops of 5% rarely show what a caption describes) -----------------
 
 
-def test_the_caption_view_is_drawn_last_and_rendered_from_its_box(system_source) -> None:
-    plain = TransitionSampler(system_source, view_size=16, seed=4).sample(B, V)
-    with_view = TransitionSampler(system_source, view_size=16, seed=4, base_view_scale=(0.9, 1.0)).sample(
-        B, V
-    )
-    assert plain.base_view is None and plain.base_box is None
+def test_base_views_are_drawn_last_and_in_their_own_range(system_source) -> None:
+    plain = TransitionSampler(system_source, view_size=16, seed=4, augment=True).sample(B, V)
+    extra = TransitionSampler(
+        system_source, view_size=16, seed=4, augment=True, base_view_scale=(0.9, 1.0), base_views=2
+    ).sample(B, V)
+    assert plain.base_views is None and plain.base_boxes is None
     for name in ("views", "boxes", "relative", "aug", "image", "caption"):
-        assert torch.equal(getattr(plain, name), getattr(with_view, name)), name
-    box = with_view.base_box
-    area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+        assert torch.equal(getattr(plain, name), getattr(extra, name)), name
+    box = extra.base_boxes
+    area = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])
     # (aspect ratios of 3/4-4/3 clamped to the image keep at least sqrt(0.9 * 3 / 4) = 0.82 of it)
-    assert with_view.base_view.shape == (B, 3, 16, 16) and bool((area >= 0.82).all())
+    assert extra.base_views.shape == (B, 2, 3, 16, 16) and bool((area >= 0.82).all())
+    assert not torch.equal(extra.base_views[:, 0], extra.base_views[:, 1])  # two draws, two augmentations
     with pytest.raises(ValueError, match="base_view_scale"):
         TransitionSampler(system_source, view_size=16, base_view_scale=(0.5, 0.2))
+    with pytest.raises(ValueError, match="base_views must be"):
+        TransitionSampler(system_source, view_size=16, base_view_scale=(0.5, 1.0), base_views=0)
 
 
-def test_clip_contrasts_the_caption_view_and_only_the_clip_family_draws_it(system_source) -> None:
+def test_clip_contrasts_its_caption_view_and_dino_teaches_on_its_global_crops(system_source) -> None:
     from agents.pretrain import DataConfig, build_sampler
 
     data = DataConfig(source="photos", view_size=16)
-    assert data.caption_view_scale == (0.9, 1.0)
-    assert build_sampler(data, method="abclip").sample(2, 2).base_view is not None
-    assert build_sampler(data, method="absimclr").sample(2, 2).base_view is None
-    off = DataConfig(source="photos", view_size=16, caption_view_scale=None)
-    assert build_sampler(off, method="clip").sample(2, 2).base_view is None
+    assert (data.caption_view_scale, data.dino_global_scale) == ((0.9, 1.0), (0.4, 1.0))
+    assert build_sampler(data, method="abclip").sample(2, 2).base_views.shape[1] == 1
+    assert build_sampler(data, method="dino").sample(2, 2).base_views.shape[1] == 2
+    assert build_sampler(data, method="absimclr").sample(2, 2).base_views is None
+    off = DataConfig(source="photos", view_size=16, caption_view_scale=None, dino_global_scale=None)
+    assert build_sampler(off, method="clip").sample(2, 2).base_views is None
+    assert build_sampler(off, method="abdino").sample(2, 2).base_views is None
     with pytest.raises(ValueError, match="caption_view_scale must be"):
         DataConfig(caption_view_scale=(0.0, 1.0))
 
-    sampler = TransitionSampler(system_source, view_size=16, seed=0, base_view_scale=(0.9, 1.0))
-    batch, captions = sampler.sample(B, V), sampler.captions
-    system = build("clip", len(system_source.classes))
-    base = system.loss_terms(batch, captions).base_loss
-    # The contrast reads base_view, not view 0: changing view 0 leaves it, changing base_view does not.
-    views = batch.views.clone()
-    views[:, 0] = views[:, 0].flip(-1)
-    assert torch.equal(system.loss_terms(batch._replace(views=views), captions).base_loss, base)
-    flipped = batch._replace(base_view=batch.base_view.flip(-1))
-    assert not torch.equal(system.loss_terms(flipped, captions).base_loss, base)
+    k = len(system_source.classes)
+    for method, n in (("clip", 1), ("dino", 2)):
+        sampler = TransitionSampler(
+            system_source, view_size=16, seed=0, base_view_scale=(0.9, 1.0), base_views=n
+        )
+        batch, captions = sampler.sample(B, V), sampler.captions
+        system = build(method, k)
+        base = system.loss_terms(batch, captions).base_loss
+        # CLIP's contrast reads the caption view, not view 0; DINO's teacher reads the global crops.
+        views = batch.views.clone()
+        views[:, 0] = views[:, 0].flip(-1)
+        changed = system.loss_terms(batch._replace(views=views), captions).base_loss
+        assert torch.equal(changed, base) == (method == "clip"), method
+        flipped = batch._replace(base_views=batch.base_views.flip(-1))
+        assert not torch.equal(system.loss_terms(flipped, captions).base_loss, base), method
+    seen: list[int] = []
+    system.ema["encoder"].register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    system.loss_terms(batch, captions)
+    assert seen == [B * 2]  # the teacher: the two global crops of every image
+    # ABDINO on such a batch: AB moves between the V crops, its targets from their EMA encoding.
+    ab = build("abdino", k).loss_terms(batch, captions).ab
+    assert ab is not None and ab.target.shape[1:3] == (V, V) and torch.isfinite(ab.loss)

@@ -269,11 +269,12 @@ def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
     assert DataConfig().ab_views == "crops"
     # The older tables stay addressable with --set: these are the fingerprints printed in their
     # table.md files (c25's size/position captions; class-only captions of 2026-11-26, cpu and gpu).
-    before = ["views_per_image=2", "scale=[0.2,1.0]", "scenes.objects=[1,3]", "scenes.object_size=[0.3,0.5]"]
+    before = ["scale=[0.2,1.0]", "scenes.objects=[1,3]", "scenes.object_size=[0.3,0.5]", "views_per_image=2"]
+    before += ["batch_size=256", "curve_points=3"]
     assert apply_overrides(full, before).fingerprint() == "c70cd60ec1ad"
     class_only = [*before, "scenes.caption_words=[]"]
     assert apply_overrides(full, class_only).fingerprint() == "14e314fe7e24"
-    gpu_before = [*before[1:], "scenes.caption_words=[]"]
+    gpu_before = [*before[:3], "scenes.caption_words=[]"]
     assert apply_overrides(PROFILES["gpu"], gpu_before).fingerprint() == "26dfde22a1b7"
     _, system, _ = configs(full, plan(full, ["abclip-noact"], tmp_path)[0], "cpu")
     assert system.ab_actions is False

@@ -55,10 +55,11 @@ class TransitionBatch(NamedTuple):
         crop_views: the same boxes rendered without augmentation (crops only), like
             ``views``, when the sampler was built with ``augment=True, crop_views=True``;
             None otherwise (then ``views`` are crops only, or no crop-only copy was asked for).
-        base_view: ``(B, 3, S, S)`` (or ``(B, S, S, 3)`` uint8) one more view per image, drawn
-            with the sampler's ``base_view_scale`` and the augmentation of the image's view 0, for
-            a base loss that needs most of the image (CLIP's contrast); None without it.
-        base_box: ``(B, 4)`` the box of ``base_view``; None without it.
+        base_views: ``(B, K, 3, S, S)`` (or ``(B, K, S, S, 3)`` uint8) ``K = base_views`` more
+            views per image, drawn with the sampler's ``base_view_scale`` (and augmented like
+            ``views``), for a base loss with its own crops: CLIP's caption view of most of the
+            image, DINO's global crops; None without them.
+        base_boxes: ``(B, K, 4)`` their boxes; None without them.
     """
 
     views: Tensor
@@ -72,8 +73,8 @@ class TransitionBatch(NamedTuple):
     labels: Tensor
     caption: Tensor
     crop_views: Tensor | None = None
-    base_view: Tensor | None = None
-    base_box: Tensor | None = None
+    base_views: Tensor | None = None
+    base_boxes: Tensor | None = None
 
 
 class TransitionSampler:
@@ -96,11 +97,13 @@ class TransitionSampler:
             augmentation into ``TransitionBatch.crop_views`` (no extra random
             draws: the batch is otherwise the one ``crop_views=False`` gives).
             Ignored without ``augment``.
-        base_view_scale: if given, also draw one more view per image with this
-            RandomResizedCrop area range into ``TransitionBatch.base_view``
-            (its random numbers are drawn after all others, so the rest of the
-            batch is the one ``None`` gives). CLIP's contrast reads it: a caption
-            describes the whole image, which a crop of 5% of it rarely shows.
+        base_view_scale: if given, also draw ``base_views`` more views per image
+            with this RandomResizedCrop area range into ``TransitionBatch.base_views``
+            (their random numbers are drawn after all others, so the rest of the
+            batch is the one ``None`` gives): the crops a base loss draws for itself
+            (METHOD.md: the base has its own batch), e.g. CLIP's view of most of the
+            image, which its caption describes, or DINO's global crops.
+        base_views: how many such views per image (>= 1).
         params: :class:`EnvParams` for the render (interpolation, augmentation
             ranges); ``view_size`` overrides its view size.
         output: ``"float"`` (default) or ``"uint8"`` views.
@@ -124,6 +127,7 @@ class TransitionSampler:
         augment: bool = False,
         crop_views: bool = False,
         base_view_scale: tuple[float, float] | None = None,
+        base_views: int = 1,
         params: EnvParams | None = None,
         output: str = "float",
         device: str | torch.device = "cpu",
@@ -156,6 +160,9 @@ class TransitionSampler:
                     f"{base_view_scale!r}"
                 )
         self.base_view_scale = base_view_scale
+        if isinstance(base_views, bool) or not isinstance(base_views, int) or base_views < 1:
+            raise ValueError(f"base_views must be an int >= 1, got {base_views!r}")
+        self.base_views = base_views
         self.output = output
         fork_safe_threads()
         self.device = check_device(device)
@@ -191,12 +198,21 @@ class TransitionSampler:
     def _rand(self, *shape: int) -> Tensor:
         return torch.rand(*shape, generator=self.generator, device=self.device)
 
-    def _boxes(self, hw: Tensor) -> Tensor:
+    def _boxes(self, hw: Tensor, scale: tuple[float, float] | None = None) -> Tensor:
         n = hw.shape[0]
+        scale = self.params.init_scale if scale is None else scale
         return clamp_boxes(
-            random_boxes(hw, self.params.init_scale, self.params.init_ratio, self._rand(n, 4)),
+            random_boxes(hw, scale, self.params.init_ratio, self._rand(n, 4)),
             min_size=self.params.min_box_size,
         )
+
+    def _augs(self, n: int) -> Tensor:
+        """``n`` augmentation vectors: uniform over ``params``' ranges with ``augment``, else identity."""
+        aug = identity_aug(n, device=self.device)
+        if self.augment:
+            u = self._rand(n, AUG_DIM) * 2 - 1
+            aug = action_to_aug(u, aug, self.params.enabled_mask(self.device), self.params.ranges)
+        return aug
 
     def _violations(self, boxes: Tensor) -> Tensor:
         """``(B, V)`` bool: view breaks the IoU bounds with some earlier view."""
@@ -236,10 +252,7 @@ class TransitionSampler:
                 redo = self._violations(boxes)
                 boxes = torch.where(redo[..., None], self._boxes(hw).view(b, v, 4), boxes)
         flat_image = image.repeat_interleave(v)
-        aug = identity_aug(b * v, device=self.device)
-        if self.augment:
-            u = self._rand(b * v, AUG_DIM) * 2 - 1
-            aug = action_to_aug(u, aug, self.params.enabled_mask(self.device), self.params.ranges)
+        aug = self._augs(b * v)
         zeros = torch.zeros(b * v, dtype=torch.int64, device=self.device)
         state = ViewState(flat_image, boxes.view(-1, 4), aug, zeros, zeros, zeros)
         views = self._shape(render(self.pool, state, self.params), b, v)
@@ -258,18 +271,15 @@ class TransitionSampler:
         count = self._caption_count[image]
         pick = (self._rand(b) * count.clamp_min(1)).long().clamp_max(count.clamp_min(1) - 1)
         caption = torch.where(count > 0, self._caption_start[image] + pick, torch.full_like(pick, -1))
-        base_view = base_box = None
+        base_views = base_boxes = None
         if self.base_view_scale is not None:  # drawn last: the rest of the batch does not move
-            base_box = clamp_boxes(
-                random_boxes(
-                    self.pool.image_hw[image], self.base_view_scale, self.params.init_ratio, self._rand(b, 4)
-                ),
-                min_size=self.params.min_box_size,
-            )
-            base_aug = aug.view(b, v, AUG_DIM)[:, 0]  # augmented like the image's view 0
-            zb = torch.zeros(b, dtype=torch.int64, device=self.device)
-            rendered = render(self.pool, ViewState(image, base_box, base_aug, zb, zb, zb), self.params)
-            base_view = self._shape(rendered, b, 1)[:, 0]
+            k = self.base_views
+            base_image = image.repeat_interleave(k)
+            base_boxes = self._boxes(self.pool.image_hw[base_image], self.base_view_scale)
+            zk = torch.zeros(b * k, dtype=torch.int64, device=self.device)
+            state = ViewState(base_image, base_boxes, self._augs(b * k), zk, zk, zk)
+            base_views = self._shape(render(self.pool, state, self.params), b, k)
+            base_boxes = base_boxes.view(b, k, 4)
         return TransitionBatch(
             views=views,
             boxes=boxes,
@@ -282,8 +292,8 @@ class TransitionSampler:
             labels=ann.labels[image],
             caption=caption,
             crop_views=crop_views,
-            base_view=base_view,
-            base_box=base_box,
+            base_views=base_views,
+            base_boxes=base_boxes,
         )
 
     def _shape(self, views: Tensor, b: int, v: int) -> Tensor:

@@ -1,7 +1,7 @@
 """CLIP and ABCLIP: image-caption contrast, and AB over the annotation batch's captions.
 
 The base loss contrasts one view of every captioned image with its caption
-(images with caption -1 are left out): ``TransitionBatch.base_view``, a view of
+(images with caption -1 are left out): ``TransitionBatch.base_views``, a view of
 most of the image (``DataConfig.caption_view_scale``), or view 0 without it.
 ABCLIP's annotation space ``L`` is the captions of the first
 ``round(B * annotation_fraction)`` captioned images: ``p(l | x) = clip_probs``
@@ -89,7 +89,7 @@ class CLIPSystem(BaseSystem):
     def _base_input(self, batch: TransitionBatch) -> Tensor:
         # The contrast reads one view per image: the sampler's caption view (DataConfig.caption_view_scale)
         # where the batch has one, else view 0. AB encodes the views it moves between itself.
-        return batch.views[:, :1] if batch.base_view is None else batch.base_view[:, None]
+        return (batch.views if batch.base_views is None else batch.base_views)[:, :1]
 
     def after_step(self) -> None:
         """Clip the logit scale's parameter, then move the EMA copies (see :class:`LogitScale`)."""

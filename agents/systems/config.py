@@ -88,9 +88,10 @@ class SystemConfig:
     dino_center_momentum: float = 0.9
     """Momentum in ``[0, 1]`` of DINO's teacher centre."""
     dino_local_size: int | None = None
-    """Side of DINO's local crops: views ``2..V-1`` are resized to it (antialiased bilinear);
-    views 0 and 1 are the global crops the teacher sees. None: half the view size. A size >= the
-    view size leaves the local views as they are."""
+    """Side of DINO's local crops, resized to it (antialiased bilinear): the batch's ``V`` views when
+    it carries DINO's two global crops (``TransitionBatch.base_views``), else views ``2..V-1`` (views
+    0 and 1 being the global crops). None: half the view size. A size >= the view size leaves the
+    local crops as they are."""
     text_encoder: str = "bytes"
     """CLIP text tower: ``"bytes"`` (a byte-level :class:`agents.text.TextTower`, trained) or
     ``"sentence"`` (a frozen ``sentence-transformers`` model plus a trained MLP head)."""

@@ -1,11 +1,13 @@
 """DINO and ABDINO: self-distillation, and AB over the K prototypes as annotations.
 
-The student sees every view (views ``2..V-1`` downsampled to
-``dino_local_size``, the local crops), the teacher (the EMA encoder and head)
-views 0 and 1 (the global crops). The teacher's centre is a buffer of the
-system, so checkpoints hold it. ABDINO's ``p(l | x)`` is the centred, sharpened
-EMA teacher distribution over the prototypes, and ``psi_AB`` is the prototype
-matrix itself (``phi_AB`` lives in the head's bottleneck space).
+The global crops are the batch's two ``base_views`` (DINO's own crops,
+``DataConfig.dino_global_scale``), or views 0 and 1 without them; the local
+crops are the other views, downsampled to ``dino_local_size``. The student
+sees every crop, the teacher (the EMA encoder and head) the global ones. The
+teacher's centre is a buffer of the system, so checkpoints hold it. ABDINO's
+``p(l | x)`` is the centred, sharpened EMA teacher distribution over the
+prototypes, and ``psi_AB`` is the prototype matrix itself (``phi_AB`` lives in
+the head's bottleneck space).
 """
 
 from __future__ import annotations
@@ -58,13 +60,17 @@ class DINOSystem(BaseSystem):
             ).unflatten(0, (b, v - 2))
         return [views[:, :2], local]
 
+    def _base_input(self, batch: TransitionBatch) -> Tensor:
+        # Global crops first (the sampler's base views where drawn), then the local crops.
+        return batch.views if batch.base_views is None else torch.cat([batch.base_views, batch.views], dim=1)
+
     def _base_loss(
         self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]
     ) -> tuple[Tensor, dict[str, Any]]:
         c = self.config
         student = self.head(pooled_views(online))
         with torch.no_grad():
-            (teacher_out,) = encode_groups(self.ema["encoder"], [batch.views[:, :2]])
+            (teacher_out,) = encode_groups(self.ema["encoder"], [self._base_input(batch)[:, :2]])
             teacher = self.ema["head"](teacher_out.pooled)
         loss = dino_loss(student, teacher, self.center, c.dino_student_temp, c.dino_teacher_temp)
         new_center = update_center(self.center, teacher, c.dino_center_momentum)
@@ -77,6 +83,8 @@ class DINOSystem(BaseSystem):
 
     def _ema_bootstrap(self, batch: TransitionBatch, nb: int, ctx: dict[str, Any]) -> list[EncoderOutput]:
         groups = self._view_groups(batch.views[:nb])
+        if batch.base_views is not None:  # the teacher saw the base's own global crops, not these
+            return encode_groups(self.ema["encoder"], groups)
         teacher = ctx["teacher_out"]
         # The teacher already encoded the global views of every image: reuse the first nb.
         first = EncoderOutput(teacher.pooled[:nb], teacher.tokens[:nb])
