@@ -230,7 +230,9 @@ def data_config(profile: Profile, row: RowSpec, device: str) -> DataConfig:
 def configs(profile: Profile, run: Run, device: str) -> tuple[DataConfig, SystemConfig, TrainConfig]:
     """The three configs of a trained run."""
     if profile.curve_points > 0:
-        every, keep = max(1, profile.steps // (profile.curve_points + 1)), profile.curve_points + 1
+        # curve_points step files below the last step, plus the one a periodic save may write at
+        # (or next to) the end: keep them all (steps not divisible by curve_points + 1 made one more)
+        every, keep = max(1, profile.steps // (profile.curve_points + 1)), profile.curve_points + 2
     else:
         every, keep = max(1, profile.steps // 10), 0
     data = data_config(profile, run.row, device)
