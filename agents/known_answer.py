@@ -56,6 +56,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from agents import mechanism
 from agents.encoders import make_encoder
 from agents.heads import ABDecoder
 from agents.losses import ab_logits, ab_loss, ab_target
@@ -241,8 +242,7 @@ def move_mask(num_boxes: int) -> Tensor:
 def action_information(p: Tensor) -> float:
     """METHOD.md section 8's action information of the cumulants, with all ``N`` boxes as the views.
 
-    ``E_{image, i}[mean_{j != i} KL(p(l | x_j) || mean_{k != i} p(l | x_k))]`` in nats: how much
-    the move tells about the annotations of the view it leads to (0: every move looks alike).
+    :func:`agents.mechanism.action_information` with every ordered pair of boxes a move.
 
     Args:
         p: ``(K, N, L)`` cumulants.
@@ -250,13 +250,8 @@ def action_information(p: Tensor) -> float:
     Returns:
         The action information in nats.
     """
-    n = p.shape[1]
-    moves = move_mask(n).to(p.device)
-    # mean_{k != i} p_k for every start i: (K, N, L)
-    others = (moves.to(p.dtype) @ p) / (n - 1)
-    kl = torch.special.xlogy(p[:, None], p[:, None]) - torch.special.xlogy(p[:, None], others[:, :, None])
-    kl = kl.sum(-1)  # (K, i, j)
-    return float(kl[:, moves].mean())
+    k, n = p.shape[:2]
+    return float(mechanism.action_information(p, move_mask(n).to(p.device).expand(k, n, n)))
 
 
 def _check_views(num_boxes: int, views_per_image: int | None) -> int:

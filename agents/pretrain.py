@@ -236,7 +236,7 @@ def read_run(path: str | Path) -> tuple[DataConfig, SystemConfig, TrainConfig]:
     record_path = run_dir / RUN_FILE
     if not record_path.is_file():
         raise FileNotFoundError(f"{record_path} not found: {path} is not a `vpt pretrain` run")
-    record = _load_record(record_path)
+    record = rundir.with_legacy_fields(_load_record(record_path))
     return (
         DataConfig(**record["data"]),
         SystemConfig.from_dict(record["system"]),

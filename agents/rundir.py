@@ -48,6 +48,7 @@ except ImportError:  # not POSIX: no flock
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "LEGACY_VALUES",
     "LOCK_FILE",
     "NON_NUMERIC_FIELDS",
     "RESUMABLE_FIELDS",
@@ -56,6 +57,7 @@ __all__ = [
     "describe",
     "hold",
     "holder",
+    "with_legacy_fields",
 ]
 
 #: Name of the lock file in a run directory.
@@ -71,6 +73,14 @@ NON_NUMERIC_FIELDS = frozenset({
     "device", "threads", "out_dir", "log_every", "checkpoint_every", "keep_checkpoints", "progress",
     "max_time_s", "strict", "num_classes",
 })  # fmt: skip
+
+#: The values that reproduce a record written before these fields existed, where the field's
+#: default changed behaviour (issue 19: the bases' own crops). A field a record lacks is compared as
+#: this value, and :func:`with_legacy_fields` fills it in; a lacking field not listed here is taken to
+#: keep its old behaviour at its default.
+LEGACY_VALUES: dict[str, dict[str, Any]] = {
+    "data": {"caption_view_scale": None, "dino_global_scale": None},
+}
 
 #: Fields that may change when a run resumes: ``steps`` (the run is extended or cut short).
 RESUMABLE_FIELDS = frozenset({"steps"})
@@ -91,7 +101,8 @@ def config_differences(
     """The fields where two run records (``{"data": {...}, "system": {...}, "train": {...}}``) differ.
 
     Compared: the fields both records have, in every part both have, except ``ignore``; a field one
-    side lacks (added to a config since the other was written) is taken to keep its old behaviour.
+    side lacks (added to a config since the other was written) is compared as its
+    :data:`LEGACY_VALUES` entry where it has one, and is otherwise taken to keep its old behaviour.
 
     Args:
         old: the stored record (``run.json``, or a checkpoint's configs).
@@ -102,6 +113,7 @@ def config_differences(
         ``[("part.field", old value, new value), ...]`` in part then field order; empty if they match.
     """
     skip = frozenset(ignore)
+    old, new = with_legacy_fields(old), with_legacy_fields(new)
     out = []
     for part in sorted(set(old) & set(new)):
         a, b = old[part], new[part]
@@ -111,6 +123,15 @@ def config_differences(
             va, vb = _plain(a[key]), _plain(b[key])
             if va != vb:
                 out.append((f"{part}.{key}", va, vb))
+    return out
+
+
+def with_legacy_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` (``{"data": {...}, ...}``) with the :data:`LEGACY_VALUES` of the fields it lacks."""
+    out = dict(record)
+    for part, values in LEGACY_VALUES.items():
+        if isinstance(out.get(part), dict):
+            out[part] = {**values, **out[part]}
     return out
 
 

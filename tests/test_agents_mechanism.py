@@ -265,6 +265,29 @@ def test_clip_contrasts_its_caption_view_and_dino_teaches_on_its_global_crops(sy
     system.ema["encoder"].register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
     system.loss_terms(batch, captions)
     assert seen == [B * 2]  # the teacher: the two global crops of every image
-    # ABDINO on such a batch: AB moves between the V crops, its targets from their EMA encoding.
-    ab = build("abdino", k).loss_terms(batch, captions).ab
+    # ABDINO on such a batch: AB moves between the V crops, all encoded at the view size (one token
+    # grid; the base's local crops are half size), online and EMA; its targets from that EMA pass.
+    abdino = build("abdino", k)
+    sizes: dict[str, list[tuple[int, int]]] = {"online": [], "ema": []}
+    for name, enc in (("online", abdino.encoder), ("ema", abdino.ema["encoder"])):
+        enc.register_forward_hook(
+            lambda _m, args, _out, n=name: sizes[n].append(tuple(args[0].shape[::3][:2]))
+        )
+    ab = abdino.loss_terms(batch, captions).ab
     assert ab is not None and ab.target.shape[1:3] == (V, V) and torch.isfinite(ab.loss)
+    nb = abdino.num_bootstrap(B)
+    assert sizes["online"] == [(B * 2, 16), (B * V, 8), (nb * V, 16)]  # globals, locals, AB's crops
+    assert (nb * V, 16) in sizes["ema"] and (nb * 2, 16) not in sizes["ema"]
+
+
+def test_a_q_equal_to_its_target_scores_target_info_with_uneven_moves_per_view() -> None:
+    """With some pairs invalid (IoU bins) views have different numbers of moves: gain and information
+    must weigh start views alike, or a perfect Q would not score the target's information."""
+    gen = torch.Generator().manual_seed(2)
+    p = torch.softmax(3 * torch.randn(3, 4, 5, generator=gen), -1)
+    target = p[:, None].expand(3, 4, 4, 5)
+    valid = _all_pairs(3, 4).clone()
+    valid[0, 0, 1:3] = False  # view 0 of image 0 has one move, the others three
+    valid[1, 2, :] = False  # and view 2 of image 1 none
+    info = action_information(target[:, 0], valid).item()
+    assert q_action_gain(target.log(), target, valid).item() == pytest.approx(info, abs=1e-9)

@@ -267,3 +267,22 @@ def test_config_differences_compare_shared_fields_only():
     new = {"train": {"lr": 0.1, "steps": 3, "new": 2}, "data": {"scale": (0.1, 1.0)}, "run": {"x": 1}}
     assert config_differences(old, new) == [("train.steps", 2, 3)]
     assert config_differences(old, new, ignore={"steps"}) == []
+
+
+def test_a_record_from_before_the_bases_own_crops_reads_as_without_them(tmp_path):
+    """Runs written before issue 19 have no caption_view_scale / dino_global_scale: they drew no
+    base crops, so they compare (and read back) as None, not as today's defaults."""
+    import json
+
+    from agents.pretrain import DataConfig, read_run
+    from agents.rundir import config_differences
+
+    old = {"data": {"source": "photos"}}
+    now = {"data": {"source": "photos", "caption_view_scale": [0.9, 1.0], "dino_global_scale": None}}
+    assert config_differences(old, now) == [("data.caption_view_scale", None, [0.9, 1.0])]
+    assert config_differences(old, {"data": {"source": "photos", "caption_view_scale": None}}) == []
+    record = {"data": {"source": "photos"}, "system": {"method": "clip"}, "train": {"steps": 2}}
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    data, _, _ = read_run(tmp_path)
+    assert data.caption_view_scale is None and data.dino_global_scale is None
+    assert DataConfig().caption_view_scale == (0.9, 1.0)

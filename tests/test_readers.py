@@ -301,3 +301,15 @@ def test_deeply_nested_jsonl_is_a_malformed_line(tmp_path: Path) -> None:
     assert len(src) == 1 and src.skipped == {"malformed line": 1}
     with pytest.raises(ValueError, match=r"deep\.jsonl, line 2: JSON nested too deeply"):
         CaptionManifest(path, strict=True)
+
+
+def test_an_unclosed_quote_past_csvs_field_limit_costs_one_counted_row(tmp_path: Path) -> None:
+    """Past csv's field size limit (128 KiB) the open quote raises instead of returning a row: the
+    lines it swallowed are read again too, so only the bad row is lost (and counted)."""
+    _manifest_images(tmp_path)
+    good = "".join(f"img/{n}.png,caption {i} {'x' * 40}\n" for i in range(4000) for n in ("b", "c"))
+    path = tmp_path / "long.csv"
+    path.write_text('image,caption\nimg/a.png,"open quote\n' + good)
+    src = CaptionManifest(path)
+    assert [p.name for p in src.paths] == ["b.png", "c.png"] and src.skipped == {"malformed line": 1}
+    assert [len(src.annotation(i).captions) for i in range(2)] == [4000, 4000]  # every row's caption

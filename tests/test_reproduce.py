@@ -238,8 +238,11 @@ def test_rows_and_ablation_knobs() -> None:
     assert expand_rows(quick, None) == ["random", "supervised", "clip", "abclip"]
     ablations = expand_rows(quick, "ablations")
     assert ablations[0] == "abclip" and "abclip-noact" in ablations and "abclip-gamma0" in ablations
-    assert {"abclip-v2", "abclip-augab", "abclip-scale0.2"} <= set(ablations)
-    assert len(expand_rows(quick, "all")) == 8 + 10
+    assert {"abclip-v2", "abclip-scale0.2"} <= set(ablations)
+    assert "abclip-augab" not in ablations  # CLIP's views are not augmented: it would be abclip again
+    assert len(expand_rows(quick, "all")) == 8 + 9
+    dino_ablations = expand_rows(dataclasses.replace(quick, ablation_of="abdino"), "ablations")
+    assert "abdino-augab" in dino_ablations
 
 
 def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:

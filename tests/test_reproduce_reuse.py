@@ -241,3 +241,20 @@ def test_a_reused_run_is_checked_against_the_recipe_later(finished: Path, tmp_pa
     (run.dir / "train.json").write_text(json.dumps(train))
     with pytest.raises(ValueError, match=r"simclr/s0o0 trained with train lr=0\.5, but the row's recipe now"):
         runner.run_status(run, SMOKE)
+
+
+def test_reused_runs_keep_their_mechanism_and_draw_no_value_map_without_a_checkpoint(
+    finished: Path, tmp_path: Path
+) -> None:
+    """A reused run has no checkpoint here: the report (plots on) must neither load one for its
+    value map nor measure its mechanism again; the mechanism metrics come with its eval.json."""
+    results = finished / "results.json"
+    out = tmp_path / "with-plots"
+    proc = _cli(out, "--reuse", str(results))
+    assert f"reused 3 finished runs from {results}" in proc.stdout
+    assert not (out / "absimclr" / "s0o0" / "latest.pt").exists()
+    assert not (out / "valuemaps" / "absimclr.png").exists() and (out / "curves.png").is_file()
+    first = {r["key"]: r for r in json.loads(results.read_text())["runs"]}
+    for run in json.loads((out / "results.json").read_text())["runs"]:
+        if run["row"] != "random":
+            assert run["eval"]["mechanism"] == first[run["key"]]["eval"]["mechanism"]

@@ -8,10 +8,12 @@ plus, for the AB methods, the action-conditioned head of METHOD.md section 3:
 trained by cross-entropy towards the TD target
 ``normalise((1 - gamma) * p_ema(l | x_j) + gamma * max_k Q_ema(l | x_j, a_{j->k}))``
 on every valid ordered pair of views of the *bootstrap* images (the first
-``max(1, round(B * bootstrap_fraction))`` images of the batch). The online
-``phi_AB`` reuses the tokens the base loss already computed (no second online
-forward) unless the batch carries crop-only AB views (``TransitionBatch.crop_views``,
-``DataConfig.ab_views="crops"``), which get their own online and EMA pass. The
+``max(1, round(B * bootstrap_fraction))`` images of the batch). AB's views get
+their own online and EMA pass when they are crop-only copies
+(``TransitionBatch.crop_views``, ``DataConfig.ab_views="crops"``, the default) or
+when the base reads other views (its own crops, ``TransitionBatch.base_views``:
+CLIP's caption view, DINO's global crops); otherwise the online ``phi_AB`` reuses
+the tokens the base loss already computed. The
 target uses the EMA copies of every module, which also serve as DINO's teacher
 (``SystemConfig.ab_ema_target=False``, the "no EMA target" ablation, uses the online
 modules instead and leaves the EMA to the base).
@@ -96,7 +98,8 @@ class BaseSystem(nn.Module):
 
     Subclasses implement :meth:`_build_base`, :meth:`_base_loss` and, for AB,
     :meth:`_build_ab` and :meth:`_annotations`; they may override
-    :meth:`_view_groups` (how views reach the encoder) and :meth:`_ema_bootstrap`.
+    :meth:`_view_groups` (how views reach the encoder), :meth:`_base_input` (the views the base
+    reads), :meth:`_ab_groups` (how AB's views reach it) and :meth:`_ema_bootstrap`.
 
     Attributes:
         config: the :class:`SystemConfig`.
@@ -184,6 +187,14 @@ class BaseSystem(nn.Module):
         """
         return [views]
 
+    def _ab_groups(self, batch: TransitionBatch, views: Tensor) -> list[Tensor]:
+        """AB's views as the encoder sees them (default: as the base's, :meth:`_view_groups`).
+
+        Shape:
+            views: ``(nb, V, 3, S, S)``; returns tensors ``(nb, V_g, 3, S_g, S_g)`` with ``sum V_g = V``.
+        """
+        return self._view_groups(views)
+
     def _base_input(self, batch: TransitionBatch) -> Tensor:
         """The views the base loss reads, ``(B, V_b, 3, S, S)``; the online encoder encodes only these
         for the base (default: every view; CLIP reads one view per image)."""
@@ -194,7 +205,7 @@ class BaseSystem(nn.Module):
 
         Used when AB shares the base's views (``batch.crop_views`` is None), so it may reuse ``ctx``.
         """
-        return encode_groups(self.ema["encoder"], self._view_groups(batch.views[:nb]))
+        return encode_groups(self.ema["encoder"], self._ab_groups(batch, batch.views[:nb]))
 
     # -- the step ---------------------------------------------------------------------------------
 
@@ -253,8 +264,11 @@ class BaseSystem(nn.Module):
 
     def _loss_terms(self, batch: TransitionBatch, captions: list[str]) -> tuple[LossTerms, dict[str, Any]]:
         _check_batch(batch)
-        online = encode_groups(self.encoder, self._view_groups(self._base_input(batch)))
+        base_input = self._base_input(batch)
+        online = encode_groups(self.encoder, self._view_groups(base_input))
         base, ctx = self._base_loss(batch, captions, online)
+        # Whether the base encoded AB's own views (their online outputs can then be reused).
+        ctx["base_is_views"] = base_input is batch.views
         ab = self._ab_term(batch, captions, online, ctx) if self.decoder is not None else None
         return LossTerms(base, ab), ctx
 
@@ -274,14 +288,14 @@ class BaseSystem(nn.Module):
             relative = torch.tensor([0.0, 0.0, 1.0, 1.0], device=relative.device).expand_as(relative)
         ctx["ab_shared"] = batch.crop_views is None
         if ctx["ab_shared"]:
-            if self._base_input(batch) is batch.views:
+            if ctx["base_is_views"]:
                 online_boot = [EncoderOutput(o.pooled[:nb], o.tokens[:nb]) for o in online]
             else:  # the base encoded other views than AB moves between: encode AB's here
-                online_boot = encode_groups(self.encoder, self._view_groups(batch.views[:nb]))
+                online_boot = encode_groups(self.encoder, self._ab_groups(batch, batch.views[:nb]))
         else:
             # Crop-only AB views (DataConfig.ab_views="crops"): one more online pass, over the
             # bootstrap images only (the targets then come from the same crops).
-            groups = self._view_groups(batch.crop_views[:nb])
+            groups = self._ab_groups(batch, batch.crop_views[:nb])
             online_boot = encode_groups(self.encoder, groups)
         with torch.no_grad():
             if not cfg.ab_ema_target:  # the online encoder's outputs, already computed

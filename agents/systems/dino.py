@@ -64,13 +64,19 @@ class DINOSystem(BaseSystem):
         # Global crops first (the sampler's base views where drawn), then the local crops.
         return batch.views if batch.base_views is None else torch.cat([batch.base_views, batch.views], dim=1)
 
+    def _ab_groups(self, batch: TransitionBatch, views: Tensor) -> list[Tensor]:
+        # With DINO's own global crops, AB's V views are plain crops: all at the view size, one token
+        # grid (without them, views 0-1 are the global crops and the rest local, as the base sees them).
+        return [views] if batch.base_views is not None else self._view_groups(views)
+
     def _base_loss(
         self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]
     ) -> tuple[Tensor, dict[str, Any]]:
         c = self.config
         student = self.head(pooled_views(online))
         with torch.no_grad():
-            (teacher_out,) = encode_groups(self.ema["encoder"], [self._base_input(batch)[:, :2]])
+            globals_ = batch.views[:, :2] if batch.base_views is None else batch.base_views
+            (teacher_out,) = encode_groups(self.ema["encoder"], [globals_])
             teacher = self.ema["head"](teacher_out.pooled)
         loss = dino_loss(student, teacher, self.center, c.dino_student_temp, c.dino_teacher_temp)
         new_center = update_center(self.center, teacher, c.dino_center_momentum)
@@ -82,7 +88,7 @@ class DINOSystem(BaseSystem):
             self.center.copy_(ctx["new_center"])
 
     def _ema_bootstrap(self, batch: TransitionBatch, nb: int, ctx: dict[str, Any]) -> list[EncoderOutput]:
-        groups = self._view_groups(batch.views[:nb])
+        groups = self._ab_groups(batch, batch.views[:nb])
         if batch.base_views is not None:  # the teacher saw the base's own global crops, not these
             return encode_groups(self.ema["encoder"], groups)
         teacher = ctx["teacher_out"]

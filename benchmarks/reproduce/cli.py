@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{time.monotonic() - trained:.1f} s); attentive probe: {scores}",
                 flush=True,
             )
-        if run.row.name not in mapped and not args.no_plots:
+        if mapped.get(run.row.name) is None and not args.no_plots:
             mapped[run.row.name] = write_row_value_map(run, profile, probes, out, device)
         records.append(
             {

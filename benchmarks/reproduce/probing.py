@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from agents.checkpoint import LATEST
 from agents.eval import (
     ProbeData,
     evaluate_encoder,
@@ -222,7 +223,10 @@ def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> d
     todo_curve = {
         s: [t for t in profile.curve_tasks if t not in ev["curve"].get(str(s), {})] for s in curve_steps
     }
-    mech = ev.setdefault("mechanism", {"final": None, "curve": {}}) if trained else None
+    # A run reused from another report has no checkpoint here: its mechanism metrics come with its
+    # eval.json where that report measured them, and are not measured again.
+    has_model = trained and (run.dir / LATEST).is_file()
+    mech = ev.setdefault("mechanism", {"final": None, "curve": {}}) if has_model else None
     todo_mech = [] if mech is None else [s for s in curve_steps if str(s) not in mech["curve"]]
     mech_final = mech is not None and mech["final"] is None
     if not missing and not any(todo_curve.values()) and not todo_mech and not mech_final:
@@ -272,14 +276,17 @@ def write_row_value_map(run: Run, profile: Profile, probes: ProbeSet, out: Path,
     """The value map (:mod:`agents.valuemap`) of an AB run's final system on held-out scene
     :data:`VALUEMAP_IMAGE` (a test-split probe scene), as ``out/valuemaps/<row>.png`` (and ``.json``).
 
-    Written once per row (the caller passes the row's first finished run); an existing map is kept.
-    Returns the PNG's path, or None for a row without an AB head.
+    Written once per row (the caller passes the row's finished runs until one has a checkpoint: a
+    run reused from another report has none); an existing map is kept. Returns the PNG's path, or
+    None for a row without an AB head or a run without a checkpoint.
     """
     if run.row.method is None or not run.row.method.startswith("ab"):
         return None
     png = out / "valuemaps" / f"{run.row.name}.png"
     if png.is_file():
         return png
+    if not (run.dir / LATEST).is_file():  # reused from another report: the row's next run draws it
+        return None
     system = load_system(run.dir, device)
     png, _ = write_value_map(
         system, probes.source("test"), VALUEMAP_IMAGE, png.parent, view_size=profile.view_size,

@@ -40,6 +40,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.pretrain import AUGMENTED_BASES
+
 __all__ = ["PAIRS", "PROFILES", "Profile", "RowSpec", "expand_rows", "parse_row"]
 
 #: (base, AB) pairs, in table order.
@@ -237,6 +239,14 @@ class Profile:
         return stored in (self.fingerprint(row), self.fingerprint())
 
 
+def _ablations(profile: Profile) -> list[str]:
+    """The ablation rows of ``profile.ablation_of``, less ``augab`` where the base's views are not
+    augmented (it would train the AB row again under another name)."""
+    base = profile.ablation_of.removeprefix("ab")
+    augmented = profile.augment if profile.augment is not None else base in AUGMENTED_BASES
+    return [f"{profile.ablation_of}-{s}" for s in ABLATION_SUFFIXES if augmented or s != "augab"]
+
+
 def expand_rows(profile: Profile, spec: str | None) -> list[str]:
     """Row names of ``--rows``: comma-separated names or groups.
 
@@ -252,10 +262,9 @@ def expand_rows(profile: Profile, spec: str | None) -> list[str]:
             elif item == "pairs":
                 names += ["random", "supervised", *ALL_PAIRS]
             elif item == "ablations":
-                names += [profile.ablation_of] + [f"{profile.ablation_of}-{s}" for s in ABLATION_SUFFIXES]
+                names += [profile.ablation_of, *_ablations(profile)]
             elif item == "all":
-                names += ["random", "supervised", *ALL_PAIRS]
-                names += [f"{profile.ablation_of}-{s}" for s in ABLATION_SUFFIXES]
+                names += ["random", "supervised", *ALL_PAIRS, *_ablations(profile)]
             elif item:
                 names.append(item)
     out = list(dict.fromkeys(names))

@@ -187,6 +187,11 @@ class CaptionManifest(Reader):
                             f"{self.path}, line {first + 1}: unreadable CSV header ({err})"
                         ) from err
                     self._malformed(first + 1, f"unreadable CSV row ({err})")
+                    if start + reader.line_num - first > 1:
+                        # It failed after swallowing lines (e.g. an open quote past csv's field size
+                        # limit): read those lines again, after the bad one.
+                        restart = first + 1
+                        break
                     continue
                 end = start + reader.line_num
                 if (
