@@ -92,7 +92,7 @@ def test_reward_is_the_iou_and_finding_terminates() -> None:
     # Steer the view onto the goal by setting the state, then a no-op step finds it:
     # the change in IoU (1 - start) plus the success bonus.
     raw = env.unwrapped
-    raw._state = raw._state._replace(box=torch.tensor([goal_box]))
+    raw.state = raw.state._replace(box=torch.tensor([goal_box]))
     _, reward, terminated, truncated, info = env.step(np.zeros(4, np.float32))
     assert info["iou"] == pytest.approx(1.0, abs=1e-5)
     assert reward == pytest.approx(1.0 - start + 1.0, abs=1e-5)

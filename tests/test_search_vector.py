@@ -69,10 +69,10 @@ def test_vector_env_terminates_and_autoresets_goals() -> None:
     obs, info = env.reset(seed=0)
     # Put env 0's view on its goal: the next step must terminate it with the bonus.
     st = env.state
-    img, pick = int(st.image[0]), int(env._goal_box[0])
+    img, pick = int(st.image[0]), int(env._memo.goal_box[0])
     goal_box = env.pool.annotations.boxes[img, pick]
     env._state = st._replace(box=torch.where(torch.arange(4)[:, None] == 0, goal_box, st.box))
-    last0 = float(env._last[0])
+    last0 = float(env._memo.score[0])
     obs, rew, term, trunc, info = env.step(torch.zeros(4, 4))
     assert bool(term[0]) and float(rew[0]) == pytest.approx(1.0 - last0 + 1.0, abs=1e-5)
     assert bool(info["is_success"][0])

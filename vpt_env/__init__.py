@@ -32,6 +32,8 @@ from vpt_env.envs import (
     ImageViewEnv,
     ImageViewVectorEnv,
 )
+from vpt_env.envs.search_task import SearchTask
+from vpt_env.envs.task import ViewTask
 from vpt_env.rewards import REWARDS, RewardFn, make_reward, register_reward
 from vpt_env.sampling import TransitionBatch, TransitionSampler
 
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 #: Episode length at registration (``TimeLimit``).
-MAX_EPISODE_STEPS = 100
+MAX_EPISODE_STEPS = ViewTask.max_episode_steps
 
 for _id, _entry, _vector_entry in (
     (
@@ -90,7 +92,7 @@ for _id, _entry, _vector_entry in (
         )
 
 #: Episode length of the search envs at registration.
-SEARCH_EPISODE_STEPS = 50
+SEARCH_EPISODE_STEPS = SearchTask.max_episode_steps
 
 for _id, _entry, _vector_entry in (
     (

@@ -11,31 +11,23 @@ import torch
 from gymnasium.error import ResetNeeded
 from PIL import Image, ImageDraw
 
-from vpt_env.core.dynamics import reset_state
-from vpt_env.core.random import seed_key
-from vpt_env.core.render import render, to_uint8
-from vpt_env.core.state import EnvParams, ViewState
-from vpt_env.data.annotations import view_cumulant
-from vpt_env.data.pool import ImagePool, check_device
-from vpt_env.data.sources import MAX_IMAGE_SIDE
-from vpt_env.envs.common import (
-    ActionMap,
-    ViewsFromState,
-    build_pool,
-    make_observation_space,
-    reset_options,
-    resolve_params,
-)
-from vpt_env.rewards.base import check_reward_output
+from vpt_env.core.state import ViewState
+from vpt_env.data.pool import ImagePool
+from vpt_env.envs.arguments import COMMON_KWARGS, refuse_unknown, reset_options
+from vpt_env.envs.vector import ImageViewDiscreteVectorEnv, ImageViewVectorEnv
 
 __all__ = ["ImageViewDiscreteEnv", "ImageViewEnv"]
 
-OBS_MODES = ("view", "dict")
 #: Longest side of the frame returned by ``render()`` in ``"rgb_array"`` mode.
 RENDER_SIDE = 512
 
 
-class ImageViewEnv(ViewsFromState, gym.Env[Any, np.ndarray]):
+def _shell_attribute(name: str, doc: str) -> Any:
+    """A read-only property reading the vector shell's attribute ``name``."""
+    return property(lambda self: getattr(self._env, name), doc=doc)
+
+
+class ImageViewEnv(gym.Env[Any, np.ndarray]):
     """A view of an image that actions pan, zoom, stretch and augment.
 
     ## Description
@@ -128,54 +120,40 @@ class ImageViewEnv(ViewsFromState, gym.Env[Any, np.ndarray]):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+    #: The vector shell this env is at a batch of one.
+    vector_class: ClassVar[type[ImageViewVectorEnv]] = ImageViewVectorEnv
 
     def __init__(
         self,
         source: Any = None,
         *,
-        reward: Any = "zero",
-        target: int | str | None = None,
-        reward_kwargs: dict[str, Any] | None = None,
-        obs_mode: str = "view",
         render_mode: str | None = None,
-        params: EnvParams | None = None,
-        max_image_side: int = MAX_IMAGE_SIDE,
-        strict: bool = False,
-        device: str | torch.device = "cpu",
-        max_pool_bytes: int | None = None,
-        **param_kwargs: Any,
+        **kwargs: Any,
     ) -> None:
-        self.params = resolve_params(params, param_kwargs, self.own_kwargs, owner=type(self).__name__)
+        own = self.vector_class.task_class.own_kwargs
+        # The vector shell's own keywords (num_envs, array, ...) are not the single env's.
+        refuse_unknown(
+            [k for k in kwargs if k not in COMMON_KWARGS and k not in own], own, type(self).__name__
+        )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
-        self.obs_mode = obs_mode
         self.render_mode = render_mode
-        self.device = check_device(device)
-        self.pool, self.reward_fn, self.params = build_pool(
-            source,
-            self.params,
-            reward=reward,
-            target=target,
-            reward_kwargs=reward_kwargs,
-            obs_mode=obs_mode,
-            max_image_side=max_image_side,
-            strict=strict,
-            device=self.device,
-            max_pool_bytes=max_pool_bytes,
-        )
-        self.observation_space = make_observation_space(self.params, obs_mode)
-        self.actions = ActionMap(self.params, self.pool, self.discrete)
-        self.action_space = self.actions.space
-        self._key: int | None = None  # random stream key, set by the first reset
-        self._episode = -1
-        self._state: ViewState | None = None
-        self._views: torch.Tensor | None = None
+        self._env = self.vector_class(1, source, max_episode_steps=None, array="numpy", **kwargs)
+        self.observation_space = self._env.single_observation_space
+        self.action_space = self._env.single_action_space
+        self._started = False
 
-    discrete: ClassVar[bool] = False
-    #: Keywords of this class beyond the common ones (listed when an unknown one is refused).
-    own_kwargs: ClassVar[tuple[str, ...]] = ()
+    # What the shell holds, read through (``env.unwrapped.pool`` etc., as before the task split).
+    discrete = _shell_attribute("discrete", "Whether the actions are discrete ids.")
+    task = _shell_attribute("task", "The task this env steps (a :class:`~vpt_env.envs.task.ViewTask`).")
+    pool = _shell_attribute("pool", "The images (an :class:`~vpt_env.data.pool.ImagePool`).")
+    params = _shell_attribute("params", "The env parameters (:class:`~vpt_env.core.state.EnvParams`).")
+    reward_fn = _shell_attribute("reward_fn", "The reward function.")
+    actions = _shell_attribute("actions", "The action space and the map from raw actions to the next state.")
+    device = _shell_attribute("device", "Torch device of the pool and the rendering.")
+    obs_mode = _shell_attribute("obs_mode", '``"view"`` or ``"dict"``.')
 
     def _batch_of_one(self, action: Any) -> Any:
         if isinstance(action, torch.Tensor):
@@ -194,92 +172,67 @@ class ImageViewEnv(ViewsFromState, gym.Env[Any, np.ndarray]):
     ) -> tuple[Any, dict[str, Any]]:
         """Start an episode on a random image (``options={"image_index": i}`` picks one)."""
         super().reset(seed=seed)
-        if seed is not None or self._key is None:
-            # The seed is the core's random stream key (a vector env gives env i
-            # the key seed + i, so the two agree); without one, the key comes from
-            # np_random, which Gymnasium seeds from OS entropy. Each later reset
-            # starts the next episode of the same stream.
-            key = seed if seed is not None else int(self.np_random.integers(0, 2**63 - 1))
-            self._key = seed_key(key)
-            self._episode = -1
-        self._episode += 1
+        self.task.check_options(options)
         image_index = reset_options(options, ("image_index",)).get("image_index")
         n = len(self.pool)
-        image = None
         if image_index is not None:
             if isinstance(image_index, bool) or not isinstance(image_index, int | np.integer):
                 raise TypeError(f"options['image_index'] must be an int, got {type(image_index).__name__}")
             if not 0 <= int(image_index) < n:
                 raise ValueError(f"options['image_index'] must be in [0, {n}), got {image_index}")
-            image = torch.tensor([int(image_index)], device=self.device)
-        key = torch.tensor([self._key], dtype=torch.int64, device=self.device)
-        episode = torch.tensor([self._episode], dtype=torch.int64, device=self.device)
-        if image is None:
-            image = self._reset_images(key, episode)
-        self._state = reset_state(self.params, self.pool.image_hw, key, episode, image)
-        self._render_views()
-        return self._observation(), self._info()
+        # The seed is the core's random stream key (a vector env gives env i the key seed + i, so
+        # the two agree); without one, the key comes from np_random, which Gymnasium seeds from OS
+        # entropy. Each later reset starts the next episode of the same stream.
+        stream: int | None = None
+        if seed is not None or not self._started:
+            stream = seed if seed is not None else int(self.np_random.integers(0, 2**63 - 1))
+        opts = None if image_index is None else {"image_index": [int(image_index)]}
+        obs, info = self._env.reset(seed=[stream], options=opts)
+        self._started = True
+        return _first(obs), _first(info)
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Move the view; returns ``(obs, reward, terminated, truncated, info)``."""
-        if self._state is None:
+        if not self._started:
             raise ResetNeeded("Cannot call env.step() before calling env.reset()")
-        self._state = self.actions.next_state(self._state, self._batch_of_one(action), self.pool.image_hw)
-        self._render_views()
-        out = self.reward_fn(self._views, self._state, self.pool.annotations)
-        reward = check_reward_output(self.reward_fn, out, 1, self.device)
-        return self._observation(), float(reward[0]), False, False, self._info()
+        reward, terminated = self._env.step_batch(self._batch_of_one(action))
+        return (
+            _first(self._env._observation()),
+            float(reward[0]),
+            bool(terminated[0]),
+            False,
+            _first(self._env._info()),
+        )
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
         """The whole image with the current view's box drawn (``"rgb_array"`` mode)."""
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
             return None
-        if self._state is None:
+        state = self.state
+        if state is None:
             raise ResetNeeded("Cannot call env.render() before calling env.reset()")
-        return draw_box(self.pool, int(self._state.image[0]), self._state.box[0].tolist())
-
-    # -- helpers ------------------------------------------------------------------
-
-    def _render_views(self) -> None:
-        self._views = render(self.pool, self._state, self.params)
-
-    def _reset_images(self, key: torch.Tensor, episode: torch.Tensor) -> torch.Tensor | None:
-        """The image of a new episode, or None to draw it uniformly (a task env's hook)."""
-        return None
-
-    def _observation(self) -> Any:
-        assert self._views is not None and self._state is not None
-        view = to_uint8(self._views)[0].cpu().numpy()
-        if self.obs_mode == "view":
-            return view
-        return {
-            "view": view,
-            "box": self._state.box[0].cpu().numpy().astype(np.float32),
-            "aug": self._state.aug[0].cpu().numpy().astype(np.float32),
-        }
-
-    def _info(self) -> dict[str, Any]:
-        assert self._state is not None
-        info: dict[str, Any] = {
-            "image_index": int(self._state.image[0]),
-            "box": self._state.box[0].cpu().numpy().astype(np.float32),
-            "aug": self._state.aug[0].cpu().numpy().astype(np.float32),
-        }
-        if self.pool.annotations.num_classes:
-            info["cumulant"] = (
-                view_cumulant(self.pool.annotations, self._state.image, self._state.box)[0].cpu().numpy()
-            )
-        if hasattr(self.reward_fn, "cumulant"):
-            assert self._views is not None
-            out = self.reward_fn.cumulant(self._views, self._state, self.pool.annotations)
-            info["reward_cumulant"] = out[0].detach().cpu().numpy()
-        return info
+        return draw_box(self.pool, int(state.image[0]), state.box[0].tolist())
 
     @property
     def state(self) -> ViewState | None:
         """The current batch-of-one :class:`ViewState` (None before reset)."""
-        return self._state
+        return self._env.state
+
+    @state.setter
+    def state(self, state: ViewState) -> None:
+        """Move the env to another state (tests, demos); the views are rendered on the next step."""
+        self._env._state = state
+
+
+def _first(x: Any) -> Any:
+    """Env 0 of a batched numpy value, as its own copy (a dict: without Gymnasium's ``_key`` masks)."""
+    if isinstance(x, dict):
+        return {k: _first(v) for k, v in x.items() if not k.startswith("_")}
+    item = x[0]
+    if isinstance(item, np.generic):
+        return item.item()
+    return item.copy() if isinstance(item, np.ndarray) else item
 
 
 class ImageViewDiscreteEnv(ImageViewEnv):
@@ -311,7 +264,7 @@ class ImageViewDiscreteEnv(ImageViewEnv):
         True
     """
 
-    discrete: ClassVar[bool] = True
+    vector_class: ClassVar[type[ImageViewVectorEnv]] = ImageViewDiscreteVectorEnv
 
 
 def draw_box(pool: ImagePool, image: int, box: list[float], side: int = RENDER_SIDE) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""The maths of the search task: pure batched functions both search envs call.
+"""The search task: :class:`SearchTask` and the pure batched functions it is made of.
 
-A batch of ``B`` views (``B = 1`` for :class:`~vpt_env.envs.search.ImageSearchEnv`, ``N`` for
+A batch of ``B`` views (``B = 1`` under :class:`~vpt_env.envs.search.ImageSearchEnv`, ``N`` under
 :class:`~vpt_env.envs.search.ImageSearchVectorEnv`): which scene an episode searches, which object
 is its goal, the view's IoU with the goal, and the reward.
 
@@ -13,21 +13,31 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from torch import Tensor
 
 from vpt_env.core.boxes import iou
 from vpt_env.core.random import RESET_STEP, uniform
+from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.annotations import Annotations
+from vpt_env.data.pool import ImagePool
 from vpt_env.data.scene_text import position_name
+from vpt_env.envs.task import Views, ViewTask, where_state
+from vpt_env.rewards.base import RewardFn
 
 __all__ = [
     "CAPTION_BYTES",
+    "DEFAULT_SCENES",
     "GOAL_MODES",
+    "SEARCH_KWARGS",
     "SUCCESS_BONUS",
+    "SearchMemo",
+    "SearchTask",
     "encode_caption",
     "goal_iou",
     "goal_phrase",
@@ -45,6 +55,10 @@ CAPTION_BYTES = 64
 
 #: Reward for finding the object (the episode then terminates).
 SUCCESS_BONUS = 1.0
+#: Default source of the search envs: 2,000 embedded scenes (quick to build).
+DEFAULT_SCENES = {"n_images": 2000, "seed": 0}
+#: The search task's own keywords.
+SEARCH_KWARGS = ("found_iou", "goal_mode", "text_info")
 
 
 def search_images(searchable: Tensor, key: Tensor, episode: Tensor) -> Tensor:
@@ -147,3 +161,153 @@ def goal_score(annotations: Annotations, state: Any, goal: Tensor, goal_box: Ten
         return goal_iou(annotations, state.image, state.box, goal)
     boxes = annotations.boxes[state.image].gather(1, goal_box.view(-1, 1, 1).expand(-1, 1, 4))[:, 0]
     return iou(boxes, state.box)
+
+
+class SearchMemo(NamedTuple):
+    """What the search task keeps per env beside the view state."""
+
+    goal: Tensor
+    """``(B,)`` int64: the goal class."""
+    goal_box: Tensor
+    """``(B,)`` int64: the goal object's index among its image's boxes."""
+    score: Tensor
+    """``(B,)`` float: the view's IoU with the goal after the last reset or step."""
+    caption_bytes: Tensor | None
+    """``(B, 64)`` uint8: the goal's caption as bytes (caption mode or ``text_info``; else None)."""
+    caption: np.ndarray | None
+    """``(B,)`` object array of the goal captions (caption mode or ``text_info``; else None)."""
+
+
+class SearchTask(ViewTask):
+    """``ImageSearch-v0``'s task: move the view onto an object of the goal class.
+
+    Episodes start on a scene with at least one object, with a goal drawn among its objects; the
+    reward is the change in the view's IoU with the goal plus :data:`SUCCESS_BONUS` when it reaches
+    ``found_iou``, which terminates the episode. The observation is ``{"view", "goal", "box"}``;
+    ``info`` adds ``goal``, ``iou`` and ``is_success`` (and ``goal_name``, ``goal_caption`` with
+    ``text_info``). See :class:`~vpt_env.envs.search.ImageSearchEnv` for the whole contract.
+
+    Args:
+        pool, params, reward_fn, obs_mode, discrete: as :class:`ViewTask` (the shells fix
+            ``reward="zero"`` and ``obs_mode="view"``).
+        found_iou: IoU with the goal at which it is found, in ``(0, 1]``.
+        goal_mode: ``"class"`` or ``"caption"``.
+        text_info: add the goal's class name and caption to ``info``.
+    """
+
+    max_episode_steps: ClassVar[int] = 50
+    own_kwargs: ClassVar[tuple[str, ...]] = SEARCH_KWARGS
+
+    def __init__(
+        self,
+        pool: ImagePool,
+        params: EnvParams,
+        reward_fn: RewardFn,
+        obs_mode: str,
+        discrete: bool,
+        found_iou: float = 0.5,
+        goal_mode: str = "class",
+        text_info: bool = False,
+    ) -> None:
+        super().__init__(pool, params, reward_fn, obs_mode, discrete)
+        self.found_iou = float(found_iou)
+        self.goal_mode = goal_mode
+        self.text_info = text_info
+        ann = pool.annotations
+        if not ann.has_boxes or ann.num_classes == 0:
+            raise ValueError("ImageSearch needs a source with object boxes (e.g. SceneSource)")
+        self.searchable = torch.nonzero((ann.box_labels >= 0).any(dim=1)).flatten()
+
+    @staticmethod
+    def prepare(source: Any, found_iou: Any, goal_mode: Any, text_info: Any, kwargs: dict[str, Any]) -> Any:
+        """Check the search envs' keywords before anything is built, and set their defaults.
+
+        ``kwargs`` are the env's other keywords: ``reward`` and ``obs_mode`` are refused (the task
+        fixes them); without ``params``, ``augmentations=()`` and ``init_scale=(0.02, 0.1)`` are
+        set unless given. Returns the source (2,000 embedded scenes when None).
+        """
+        for name in ("reward", "obs_mode"):
+            if name in kwargs:
+                raise TypeError(f"ImageSearch envs fix {name!r}; it cannot be passed")
+        if isinstance(found_iou, bool) or not isinstance(found_iou, int | float) or not 0 < found_iou <= 1:
+            raise ValueError(f"found_iou must be in (0, 1], got {found_iou!r}")
+        if goal_mode not in GOAL_MODES:
+            raise ValueError(f"goal_mode must be one of {GOAL_MODES}, got {goal_mode!r}")
+        if not isinstance(text_info, bool):
+            raise TypeError(f"text_info must be a bool, got {type(text_info).__name__}")
+        if "params" not in kwargs:
+            kwargs.setdefault("augmentations", ())
+            kwargs.setdefault("init_scale", (0.02, 0.1))
+        if source is None:
+            from vpt_env.data.scenes import SceneSource
+
+            source = SceneSource(**DEFAULT_SCENES)
+        return source
+
+    def observation_space(self, view_space: spaces.Space) -> spaces.Space:
+        """``Dict(view, goal, box)``: the goal a class index or a caption's bytes."""
+        goal: spaces.Space = (
+            spaces.Discrete(self.pool.annotations.num_classes)
+            if self.goal_mode == "class"
+            else spaces.Box(0, 255, (CAPTION_BYTES,), np.uint8)
+        )
+        return spaces.Dict({"view": view_space, "goal": goal, "box": spaces.Box(0.0, 1.0, (4,), np.float32)})
+
+    def check_options(self, options: Any) -> None:
+        """Refuse ``options["image_index"]`` naming an image without objects.
+
+        Images drawn by the task itself come from the searchable ones, so the step path needs no
+        such check (and no host synchronisation).
+        """
+        if not isinstance(options, Mapping) or options.get("image_index") is None:
+            return  # no image asked for, or not a dict: reset() says so
+        index = np.atleast_1d(np.asarray(options["image_index"]))
+        searchable = set(self.searchable.tolist())
+        n = len(self.pool)
+        bad = [int(i) for i in index if 0 <= int(i) < n and int(i) not in searchable]
+        if bad:
+            raise ValueError(
+                f"options['image_index'] must name images with at least one object; {bad[:5]} have none"
+            )
+
+    def reset_images(self, key: Tensor, episode: Tensor) -> Tensor | None:
+        return search_images(self.searchable, key, episode)
+
+    def start(self, state: ViewState, views: Views, mask: Tensor, memo: SearchMemo | None) -> SearchMemo:
+        ann = self.pool.annotations
+        goal_box = sample_goal_boxes(ann, state.image, uniform(state.key, state.episode, RESET_STEP, 8)[:, 7])
+        goal = ann.box_labels[state.image].gather(1, goal_box[:, None])[:, 0]
+        score = goal_score(ann, state, goal, goal_box, self.goal_mode)
+        caption_bytes, caption = None, None
+        if self.goal_mode == "caption" or self.text_info:
+            n = state.batch_size
+            caption = np.full(n, "", dtype=object) if memo is None else memo.caption.copy()
+            caption_bytes = (
+                torch.zeros(n, CAPTION_BYTES, dtype=torch.uint8, device=state.box.device)
+                if memo is None
+                else memo.caption_bytes.clone()
+            )
+            for i in torch.nonzero(mask).flatten().tolist():
+                caption[i] = goal_phrase(ann, int(state.image[i]), int(goal_box[i]))
+                caption_bytes[i] = torch.from_numpy(encode_caption(caption[i]))
+        return where_state(mask, SearchMemo(goal, goal_box, score, caption_bytes, caption), memo)
+
+    def reward(
+        self, state: ViewState, views: Views, memo: SearchMemo, validate: bool = True
+    ) -> tuple[Tensor, Tensor, SearchMemo]:
+        score = goal_score(self.pool.annotations, state, memo.goal, memo.goal_box, self.goal_mode)
+        reward, found = search_reward(score, memo.score, self.found_iou)
+        return reward, found, memo._replace(score=score)
+
+    def observation(self, view: Tensor, state: ViewState, memo: SearchMemo) -> dict[str, Tensor]:
+        goal = memo.goal if self.goal_mode == "class" else memo.caption_bytes
+        return {"view": view, "goal": goal, "box": state.box}
+
+    def info(self, state: ViewState, views: Views, memo: SearchMemo) -> dict[str, Tensor | np.ndarray]:
+        values = super().info(state, views, memo)
+        values.update(goal=memo.goal, iou=memo.score, is_success=memo.score >= self.found_iou)
+        if self.text_info:
+            classes = self.pool.annotations.classes
+            values["goal_name"] = np.array([classes[g] for g in memo.goal.tolist()], dtype=object)
+            values["goal_caption"] = memo.caption
+        return values

@@ -1,4 +1,10 @@
-"""``ImageViewVectorEnv``: N image-view envs stepped as one batch on a device."""
+"""``ImageViewVectorEnv``: the stateful shell that steps a batch of ``N`` envs of a task as one.
+
+The shell holds the state (random streams, view state, the task's memo, autoreset flags) and
+speaks Gymnasium's vector API; everything that makes one environment differ from another is its
+:class:`~vpt_env.envs.task.Task` (``ViewTask`` here, ``SearchTask`` for the search envs). The
+single envs are this shell at a batch of one (:mod:`vpt_env.envs.image_view`).
+"""
 
 from __future__ import annotations
 
@@ -14,22 +20,14 @@ from torch import Tensor
 
 from vpt_env.core.dynamics import reset_state
 from vpt_env.core.random import seed_key
-from vpt_env.core.render import render, render_nearest_uint8, to_uint8
+from vpt_env.core.render import render, render_nearest_uint8
 from vpt_env.core.state import EnvParams, ViewState
-from vpt_env.data.annotations import view_cumulant
 from vpt_env.data.pool import check_device
 from vpt_env.data.sources import MAX_IMAGE_SIDE
-from vpt_env.envs.common import (
-    ActionMap,
-    ViewsFromState,
-    build_pool,
-    make_observation_space,
-    reset_options,
-    resolve_params,
-)
-from vpt_env.rewards.base import check_reward_output
+from vpt_env.envs.arguments import build_pool, make_observation_space, reset_options, resolve_params
+from vpt_env.envs.task import Views, ViewTask, where_state
 
-__all__ = ["ImageViewDiscreteVectorEnv", "ImageViewVectorEnv"]
+__all__ = ["ImageViewDiscreteVectorEnv", "ImageViewVectorEnv", "ViewsFromState"]
 
 OBS_FORMATS = ("uint8", "float")
 ARRAY_TYPES = ("torch", "numpy")
@@ -40,16 +38,29 @@ _AUTORESET = {
 }
 
 
-def _where_state(mask: Tensor, a: ViewState, b: ViewState) -> ViewState:
-    """Per-env select between two states: ``a`` where ``mask``, else ``b``."""
-    out = []
-    for x, y in zip(a, b, strict=True):
-        if x is None or y is None:
-            out.append(None)
-            continue
-        m = mask.view(-1, *([1] * (x.dim() - 1)))
-        out.append(torch.where(m, x, y))
-    return ViewState(*out)
+class ViewsFromState:
+    """Pickling of an env whose rendered views are a cache of its state.
+
+    The views are rendered again on unpickling (``_render_views``) instead of
+    travelling with the env; with the pool pickled as its source
+    (:meth:`~vpt_env.data.pool.ImagePool.__getstate__`), an env built from a
+    name or a path pickles in kilobytes and continues its episode identically.
+    """
+
+    #: Attributes that hold rendered views.
+    _view_caches: ClassVar[tuple[str, ...]] = ("_views",)
+    _state: ViewState | None
+
+    def _render_views(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, **dict.fromkeys(self._view_caches)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._state is not None:
+            self._render_views()
 
 
 class ImageViewVectorEnv(ViewsFromState, VectorEnv):
@@ -102,7 +113,8 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
     discrete: ClassVar[bool] = False
-    _view_caches: ClassVar[tuple[str, ...]] = ("_views", "_views_u8")
+    #: The task this shell steps.
+    task_class: ClassVar[type[ViewTask]] = ViewTask
     #: Keywords of this class beyond the common ones (listed when an unknown one is refused).
     own_kwargs: ClassVar[tuple[str, ...]] = (
         "num_envs",
@@ -128,7 +140,7 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
         strict: bool = False,
         device: str | torch.device = "cpu",
         max_pool_bytes: int | None = None,
-        max_episode_steps: int | None = 100,
+        max_episode_steps: int | None = ViewTask.max_episode_steps,
         obs_format: str = "uint8",
         array: str = "torch",
         autoreset_mode: str | AutoresetMode = "next_step",
@@ -182,18 +194,22 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
             device=self.device,
             max_pool_bytes=max_pool_bytes,
         )
-        self.single_observation_space = make_observation_space(
-            self.params, obs_mode, channels_first_float=obs_format == "float"
+        self.task = self.task_class(
+            self.pool, self.params, self.reward_fn, obs_mode, self.discrete, **self._task_kwargs
         )
-        self.actions = ActionMap(self.params, self.pool, self.discrete)
+        view_space = make_observation_space(self.params, "view", channels_first_float=obs_format == "float")
+        self.single_observation_space = self.task.observation_space(view_space)
+        self.actions = self.task.actions
         self.single_action_space = self.actions.space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._state: ViewState | None = None
-        self._views: Tensor | None = None
-        self._views_u8: Tensor | None = None
+        self._memo: Any = None  # the task's own per-env values (the search goal)
+        self._views: Views | None = None
         self._autoreset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
-        self._needs_views = getattr(self.reward_fn, "needs_views", True)
+
+    #: The task's own keywords (set by a task's shell, e.g. the search envs, before ``__init__``).
+    _task_kwargs: ClassVar[dict[str, Any]] = {}
 
     # -- Gymnasium API ----------------------------------------------------------
 
@@ -208,6 +224,7 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
         those envs; ``image_index`` (int ``(N,)``) picks each env's image.
         """
         n = self.num_envs
+        self.task.check_options(options)
         options = reset_options(options, ("image_index", "reset_mask"))
         mask = options.get("reset_mask")
         image_index = options.get("image_index")
@@ -237,12 +254,12 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
             if image.shape != (n,) or not bool(((image >= 0) & (image < len(self.pool))).all()):
                 raise ValueError(f"options['image_index'] must hold {n} ints in [0, {len(self.pool)})")
         if image is None:
-            image = self._reset_images(keys, episodes)
+            image = self.task.reset_images(keys, episodes)
         fresh = reset_state(self.params, self.pool.image_hw, keys, episodes, image)
-        self._state = fresh if self._state is None else _where_state(mask_t, fresh, self._state)
+        self._state = where_state(mask_t, fresh, self._state)
         self._autoreset = self._autoreset & ~mask_t
         self._render_views()
-        self._on_reset(mask_t)
+        self._memo = self.task.start(self._state, self._views, mask_t, self._memo)
         return self._observation(), self._info()
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
@@ -257,14 +274,15 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
                 "with reset(options={'reset_mask': mask})"
             )
         state = self._state
-        nxt = self.actions.next_state(state, actions, self.pool.image_hw, self.validate)
+        nxt = self.task.transition(state, actions, self.validate)
         if mode == AutoresetMode.NEXT_STEP:
             resetting = self._autoreset
-            self._state = _where_state(resetting, self._fresh(state), nxt)
+            self._state = where_state(resetting, self._fresh(state), nxt)
             self._render_views()
-            self._on_reset(resetting)
-            rewards = torch.where(resetting, 0.0, self._reward())
-            terminated = self._terminated() & ~resetting
+            self._memo = self.task.start(self._state, self._views, resetting, self._memo)
+            rewards, terminated = self._reward()
+            rewards = torch.where(resetting, 0.0, rewards)
+            terminated = terminated & ~resetting
             truncated = self._truncated() & ~resetting
             self._autoreset = terminated | truncated
             return (
@@ -277,8 +295,7 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
         # SAME_STEP and DISABLED: finish the step; SAME_STEP then resets the envs that ended within it.
         self._state = nxt
         self._render_views()
-        rewards = self._reward()
-        terminated = self._terminated()
+        rewards, terminated = self._reward()
         truncated = self._truncated()
         done = terminated | truncated
         infos = self._info()
@@ -286,9 +303,9 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
             self._autoreset = done
         elif bool(done.any()):
             final_obs, final_info = self._observation(), infos
-            self._state = _where_state(done, self._fresh(state), nxt)
+            self._state = where_state(done, self._fresh(state), nxt)
             self._render_views()
-            self._on_reset(done)
+            self._memo = self.task.start(self._state, self._views, done, self._memo)
             infos = self._info()
             infos["final_obs"] = final_obs
             infos["final_info"] = final_info
@@ -296,11 +313,22 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
             infos["_final_info"] = self._out(done)
         return self._observation(), self._out(rewards), self._out(terminated), self._out(truncated), infos
 
+    def step_batch(self, actions: Any) -> tuple[Tensor, Tensor]:
+        """Move every env, with no autoreset and no truncation: ``(rewards, terminated)`` tensors.
+
+        The single envs' step (this shell at a batch of one, which never resets by itself).
+        """
+        if self._state is None:
+            raise ResetNeeded("Cannot call step() before calling reset()")
+        self._state = self.task.transition(self._state, actions, self.validate)
+        self._render_views()
+        return self._reward()
+
     def _fresh(self, state: ViewState) -> ViewState:
         """The first state of every env's next episode (of its random stream)."""
         episode = state.episode + 1
         return reset_state(
-            self.params, self.pool.image_hw, state.key, episode, self._reset_images(state.key, episode)
+            self.params, self.pool.image_hw, state.key, episode, self.task.reset_images(state.key, episode)
         )
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
@@ -309,7 +337,8 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
             return None
         if self._state is None:
             raise ResetNeeded("Cannot call render() before calling reset()")
-        views = self._uint8_views()[:64].cpu().numpy()
+        assert self._views is not None
+        views = self._views.uint8[:64].cpu().numpy()
         k, s = views.shape[0], views.shape[1]
         cols = math.ceil(math.sqrt(k))
         rows = math.ceil(k / cols)
@@ -352,19 +381,6 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
             torch.tensor(episodes, dtype=torch.int64, device=self.device),
         )
 
-    # Task hooks: a task env (ImageSearch) overrides these; the base env has none.
-
-    def _reset_images(self, key: Tensor, episode: Tensor) -> Tensor | None:
-        """Images of new episodes of these streams, or None to draw uniformly (``reset_state``)."""
-        return None
-
-    def _on_reset(self, mask: Tensor) -> None:
-        """Called after the envs in ``mask`` were reset (their state and views are fresh)."""
-
-    def _terminated(self) -> Tensor:
-        """``(N,)`` bool: which envs reached a terminal state on this step."""
-        return torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-
     def _fast_nearest(self) -> bool:
         return (
             self.params.interpolation == "nearest"
@@ -373,34 +389,20 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
         )
 
     def _render_views(self) -> None:
-        assert self._state is not None
-        self._views = self._views_u8 = None
+        st = self._state
+        assert st is not None
         if self._fast_nearest():
-            st = self._state
-            self._views_u8 = render_nearest_uint8(
-                self.pool, st.image, st.box, self.params.view_size, st.aug[:, 5]
-            )
+            u8 = render_nearest_uint8(self.pool, st.image, st.box, self.params.view_size, st.aug[:, 5])
+            self._views = Views(uint8_views=u8)
         else:
-            self._views = render(self.pool, self._state, self.params)
+            self._views = Views(float_views=render(self.pool, st, self.params))
 
-    def _float_views(self) -> Tensor:
-        if self._views is None:
-            assert self._views_u8 is not None
-            self._views = self._views_u8.permute(0, 3, 1, 2).float() / 255.0
-        return self._views
-
-    def _uint8_views(self) -> Tensor:
-        if self._views_u8 is None:
-            self._views_u8 = to_uint8(self._float_views())
-        return self._views_u8
-
-    def _reward(self) -> Tensor:
-        assert self._state is not None
-        views = self._float_views() if self._needs_views else self._views
-        out = self.reward_fn(views, self._state, self.pool.annotations)
-        if self.validate:
-            return check_reward_output(self.reward_fn, out, self.num_envs, self.device)
-        return out.float()
+    def _reward(self) -> tuple[Tensor, Tensor]:
+        assert self._state is not None and self._views is not None
+        rewards, terminated, self._memo = self.task.reward(
+            self._state, self._views, self._memo, self.validate
+        )
+        return rewards, terminated
 
     def _truncated(self) -> Tensor:
         assert self._state is not None
@@ -408,30 +410,22 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
             return torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         return self._state.t >= self.max_episode_steps
 
-    def _out(self, x: Tensor) -> Any:
-        return x.cpu().numpy() if self.array == "numpy" else x
+    def _out(self, x: Any) -> Any:
+        return x.cpu().numpy() if self.array == "numpy" and isinstance(x, Tensor) else x
 
     def _observation(self) -> Any:
-        assert self._state is not None
-        view = self._uint8_views() if self.obs_format == "uint8" else self._float_views()
-        if self.obs_mode == "view":
-            return self._out(view)
-        return {"view": self._out(view), "box": self._out(self._state.box), "aug": self._out(self._state.aug)}
+        assert self._state is not None and self._views is not None
+        view = self._views.uint8 if self.obs_format == "uint8" else self._views.float
+        obs = self.task.observation(view, self._state, self._memo)
+        return {k: self._out(v) for k, v in obs.items()} if isinstance(obs, dict) else self._out(obs)
 
     def _info(self) -> dict[str, Any]:
-        assert self._state is not None
-        st = self._state
-        values = {"image_index": st.image, "box": st.box, "aug": st.aug}
-        if self.pool.annotations.num_classes:
-            values["cumulant"] = view_cumulant(self.pool.annotations, st.image, st.box)
-        if hasattr(self.reward_fn, "cumulant"):
-            ann = self.pool.annotations
-            values["reward_cumulant"] = self.reward_fn.cumulant(self._float_views(), st, ann)
-        mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        assert self._state is not None and self._views is not None
+        mask = self._out(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         info: dict[str, Any] = {}
-        for k, v in values.items():
+        for k, v in self.task.info(self._state, self._views, self._memo).items():
             info[k] = self._out(v)
-            info[f"_{k}"] = self._out(mask)
+            info[f"_{k}"] = mask
         return info
 
 
