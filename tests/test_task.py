@@ -89,3 +89,17 @@ def test_views_convert_between_float_and_uint8_once() -> None:
     assert torch.equal(Views(float_views=f).uint8, u8)
     with pytest.raises(ValueError, match="float_views or uint8_views"):
         Views()
+
+
+def test_the_shells_expose_the_search_settings_and_discreteness() -> None:
+    from vpt_env.data.scenes import SceneSource
+    from vpt_env.envs.image_view import ImageViewDiscreteEnv
+    from vpt_env.envs.search import ImageSearchDiscreteEnv, ImageSearchEnv, ImageSearchVectorEnv
+
+    src = SceneSource(n_images=10)
+    single = ImageSearchEnv(src, found_iou=0.3, goal_mode="caption", text_info=True)
+    vec = ImageSearchVectorEnv(2, src, found_iou=0.3, goal_mode="caption")
+    assert (single.found_iou, single.goal_mode, single.text_info) == (0.3, "caption", True)
+    assert (vec.found_iou, vec.goal_mode, vec.text_info) == (0.3, "caption", False)
+    assert ImageSearchDiscreteEnv.discrete and ImageViewDiscreteEnv.discrete
+    assert not ImageSearchEnv.discrete and not ImageViewEnv.discrete

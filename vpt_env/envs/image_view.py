@@ -22,7 +22,7 @@ __all__ = ["ImageViewDiscreteEnv", "ImageViewEnv"]
 RENDER_SIDE = 512
 
 
-def _shell_attribute(name: str, doc: str) -> Any:
+def shell_attribute(name: str, doc: str) -> Any:
     """A read-only property reading the vector shell's attribute ``name``."""
     return property(lambda self: getattr(self._env, name), doc=doc)
 
@@ -146,14 +146,19 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         self._started = False
 
     # What the shell holds, read through (``env.unwrapped.pool`` etc., as before the task split).
-    discrete = _shell_attribute("discrete", "Whether the actions are discrete ids.")
-    task = _shell_attribute("task", "The task this env steps (a :class:`~vpt_env.envs.task.ViewTask`).")
-    pool = _shell_attribute("pool", "The images (an :class:`~vpt_env.data.pool.ImagePool`).")
-    params = _shell_attribute("params", "The env parameters (:class:`~vpt_env.core.state.EnvParams`).")
-    reward_fn = _shell_attribute("reward_fn", "The reward function.")
-    actions = _shell_attribute("actions", "The action space and the map from raw actions to the next state.")
-    device = _shell_attribute("device", "Torch device of the pool and the rendering.")
-    obs_mode = _shell_attribute("obs_mode", '``"view"`` or ``"dict"``.')
+    #: Whether the actions are discrete ids (the vector shell's, set for every subclass).
+    discrete: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.discrete = cls.vector_class.discrete
+    task = shell_attribute("task", "The task this env steps (a :class:`~vpt_env.envs.task.ViewTask`).")
+    pool = shell_attribute("pool", "The images (an :class:`~vpt_env.data.pool.ImagePool`).")
+    params = shell_attribute("params", "The env parameters (:class:`~vpt_env.core.state.EnvParams`).")
+    reward_fn = shell_attribute("reward_fn", "The reward function.")
+    actions = shell_attribute("actions", "The action space and the map from raw actions to the next state.")
+    device = shell_attribute("device", "Torch device of the pool and the rendering.")
+    obs_mode = shell_attribute("obs_mode", '``"view"`` or ``"dict"``.')
 
     def _batch_of_one(self, action: Any) -> Any:
         if isinstance(action, torch.Tensor):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from vpt_env.envs.image_view import ImageViewEnv
+from vpt_env.envs.image_view import ImageViewEnv, shell_attribute
 from vpt_env.envs.search_task import (
     DEFAULT_SCENES,
     GOAL_MODES,
@@ -81,6 +81,10 @@ class ImageSearchVectorEnv(ImageViewVectorEnv):
         source = SearchTask.prepare(source, found_iou, goal_mode, text_info, kwargs)
         self._task_kwargs = {"found_iou": found_iou, "goal_mode": goal_mode, "text_info": text_info}
         super().__init__(num_envs, source, max_episode_steps=max_episode_steps, **kwargs)
+
+    found_iou = property(lambda self: self.task.found_iou, doc="IoU with the goal at which it is found.")
+    goal_mode = property(lambda self: self.task.goal_mode, doc='``"class"`` or ``"caption"``.')
+    text_info = property(lambda self: self.task.text_info, doc="Whether infos hold the goal's text.")
 
 
 class ImageSearchDiscreteVectorEnv(ImageSearchVectorEnv):
@@ -187,6 +191,10 @@ class ImageSearchEnv(ImageViewEnv):
         **kwargs: Any,
     ) -> None:
         super().__init__(source, found_iou=found_iou, goal_mode=goal_mode, text_info=text_info, **kwargs)
+
+    found_iou = shell_attribute("found_iou", "IoU with the goal at which it is found.")
+    goal_mode = shell_attribute("goal_mode", '``"class"`` or ``"caption"``.')
+    text_info = shell_attribute("text_info", "Whether infos hold the goal's text.")
 
 
 class ImageSearchDiscreteEnv(ImageSearchEnv):

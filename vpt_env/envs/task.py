@@ -189,7 +189,7 @@ class ViewTask(Task):
         if ann.num_classes:
             values["cumulant"] = view_cumulant(ann, state.image, state.box)
         if hasattr(self.reward_fn, "cumulant"):
-            values["reward_cumulant"] = self.reward_fn.cumulant(views.float, state, ann)
+            values["reward_cumulant"] = self.reward_fn.cumulant(views.float, state, ann).detach()
         return values
 
 
