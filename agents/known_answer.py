@@ -28,7 +28,7 @@ and ``Q*(l | x_i, a_{i->j}) = T_j`` depends on ``j`` alone.
 :func:`fit_gvf` trains the action-conditioned head on transitions of the MDP by offline TD with
 the project's own pieces (a :func:`agents.encoders.make_encoder` CNN on views rendered by
 :func:`vpt_env.core.render.render_crops`, :class:`agents.heads.ABDecoder`, a learned ``psi``,
-:func:`agents.losses.ab_logits`, EMA targets from :mod:`agents.utils`, ``ab_target`` with the
+:func:`agents.losses.ab_logits`, EMA targets from :mod:`agents.ema`, ``ab_target`` with the
 oracle ``p`` as the cumulant, ``ab_loss``, AdamW) and :func:`gvf_errors` measures the learned
 ``Q`` against the exact values, next to two reference predictors.
 
@@ -57,11 +57,11 @@ import torch
 from torch import Tensor, nn
 
 from agents import mechanism
+from agents.ema import copy_for_ema, ema_update
 from agents.encoders import make_encoder
 from agents.heads import ABDecoder
 from agents.losses import ab_logits, ab_loss, ab_target
 from agents.systems.base import decode, encode_groups
-from agents.utils import copy_for_ema, ema_update
 from vpt_env.core.boxes import area, intersection, relative_box
 from vpt_env.core.render import render_crops
 from vpt_env.data.pool import ImagePool

@@ -1,4 +1,4 @@
-"""Tests for the AB target, loss and logits (agents/losses/ab.py) and the EMA utilities (agents/utils.py).
+"""Tests for the AB target, loss and logits (agents/losses/ab.py) and the EMA utilities (agents/ema.py).
 
 Expected values are computed by hand-written loops over plain Python numbers, never by
 the functions under test.
@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from agents.ema import copy_for_ema, ema_update, set_seed
 from agents.losses.ab import ab_logits, ab_loss, ab_target
-from agents.utils import copy_for_ema, ema_update, set_seed
 
 # One image (B = 1), three views (V = 3), two annotations (L = 2).
 P_NEXT = [[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]]  # p_ema(l | x_j)

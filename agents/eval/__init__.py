@@ -6,6 +6,7 @@ object-region tasks, a held-out split by image.
 """
 
 from agents.eval.attentive import AttentivePoolingProbe, fit_attentive_probe
+from agents.eval.evaluate import PROBES, chance_level, evaluate_encoder, format_table
 from agents.eval.features import (
     Features,
     ProbeData,
@@ -17,7 +18,6 @@ from agents.eval.geometry import pca_whiten, spectrum_stats
 from agents.eval.knn import knn_eval, knn_predict, knn_predict_multilabel
 from agents.eval.linear import fit_linear_probe, standardise
 from agents.eval.metrics import average_precision, mean_average_precision, top1_accuracy
-from agents.eval.report import PROBES, chance_level, evaluate_encoder, format_table
 
 __all__ = [
     "PROBES",

@@ -29,11 +29,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from agents.ema import copy_for_ema, ema_update
 from agents.encoders import EncoderOutput, make_encoder
 from agents.heads import ABDecoder
 from agents.losses import ab_logits, ab_loss, ab_target
 from agents.systems.config import SystemConfig
-from agents.utils import copy_for_ema, ema_update
 from vpt_env import TransitionBatch
 
 __all__ = ["ABTerm", "Annotations", "BaseSystem", "LossTerms"]

@@ -24,7 +24,7 @@ from agents.eval import (
     knn_eval,
     probe_views,
 )
-from agents.eval.report import chance_level
+from agents.eval.evaluate import chance_level
 from agents.export import load_encoder, load_system
 from agents.mechanism import fixed_batches, mechanism_metrics
 from agents.pretrain import build_sampler

@@ -338,11 +338,3 @@ def machine_info(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "commit": commit,
     }
-
-
-def profile_record(profile: Profile) -> dict[str, Any]:
-    return {
-        **dataclasses.asdict(profile),
-        "fingerprint": profile.fingerprint(),
-        "images_seen": profile.images_seen,
-    }

@@ -1,4 +1,4 @@
-"""Small training utilities: the EMA target network and global seeding.
+"""The EMA target network (AB's targets, DINO's teacher) and global seeding.
 
 The AB target (METHOD.md, section 3) and DINO's teacher are computed by an
 exponential moving average of the online model's weights, rate 0.004
