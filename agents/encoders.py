@@ -365,11 +365,3 @@ def make_encoder(name: str, **kwargs: Any) -> Encoder:
         raise ValueError(f"name must be one of {list(ENCODER_NAMES)}, got {name!r}")
     return _REGISTRY[name](**kwargs)
 
-
-def __getattr__(name: str) -> Any:
-    # ``agents.encoders.EncoderFeaturesExtractor``, its former home, still works (imports SB3 lazily).
-    if name == "EncoderFeaturesExtractor":
-        from agents.sb3 import EncoderFeaturesExtractor
-
-        return EncoderFeaturesExtractor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

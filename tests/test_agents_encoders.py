@@ -260,13 +260,8 @@ def test_sb3_ppo_trains(env_id: str) -> None:
     assert env.action_space.contains(action)
 
 
-def test_extractor_former_path_and_encoders_without_sb3() -> None:
-    import agents.encoders as encoders_module
-
-    assert encoders_module.EncoderFeaturesExtractor is EncoderFeaturesExtractor  # former home
-    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
-        encoders_module.Nope  # noqa: B018
-    # agents.encoders itself no longer imports stable-baselines3.
+def test_encoders_import_without_sb3() -> None:
+    # agents.encoders does not import stable-baselines3 (agents.sb3 holds the SB3 adapter).
     code = "import sys, agents.encoders; print('stable_baselines3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Any image to RGB uint8 ``(H, W, 3)``, and resizing to the pool's size bounds.
+"""Reading images: any image to RGB uint8 ``(H, W, 3)``, resizing to the pool's bounds, the read error.
 
 Whatever its mode:
 
@@ -25,7 +25,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["fit_size", "to_rgb_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "fit_size", "to_rgb_uint8"]
+
+#: File extensions a folder source reads (case-insensitive).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """An image could not be read or converted (raised in strict mode)."""
 
 
 def _alpha_on_white(img: Image.Image) -> Image.Image:

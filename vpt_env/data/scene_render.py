@@ -16,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from vpt_env.data.photos import PhotoSource
+
 __all__ = ["BG_FLAT", "BG_KINDS", "BG_LEVELS", "GlyphPool", "SceneLayout", "luminance", "render_scenes"]
 
 #: Background kinds, in the order of their codes in :attr:`SceneLayout.bg_kind`.
@@ -90,8 +92,6 @@ def background_bank(size: int) -> dict[str, list[list[np.ndarray]]]:
     ``ceil(size * BG_LEVELS[j])``: a ``size`` crop of it spans ``1 / f`` of the source.
     """
     import skimage.data
-
-    from vpt_env.data.embedded import PhotoSource
 
     photos = PhotoSource()
     sources = {

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from vpt_env.data.annotations import MAX_CLASSES, Annotation, Annotations
-from vpt_env.data.image_convert import fit_size, to_rgb_uint8
+from vpt_env.data.image_convert import IMAGE_EXTENSIONS, ImageReadError, fit_size, to_rgb_uint8
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -40,13 +40,6 @@ __all__ = [
 
 #: Longest image side kept on load, in pixels (larger images are downsampled).
 MAX_IMAGE_SIDE = 1024
-#: File extensions a folder source reads (case-insensitive).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-
-
-class ImageReadError(ValueError):
-    """An image could not be read or converted (raised in strict mode)."""
-
 
 @runtime_checkable
 class ImageSource(Protocol):

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from vpt_env.data.annotations import Annotation
-from vpt_env.data.sources import ImageReadError, to_rgb_uint8
+from vpt_env.data.image_convert import ImageReadError, to_rgb_uint8
 
 __all__ = ["READ_ERRORS", "Reader", "natural_key", "open_image", "parse_json"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from PIL import Image
 
 from vpt_env.data.annotations import Annotation
+from vpt_env.data.image_convert import IMAGE_EXTENSIONS
 from vpt_env.data.readers._base import Reader, open_image
-from vpt_env.data.sources import IMAGE_EXTENSIONS
 
 __all__ = ["ImageFolderSource"]
 

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from vpt_env.data.annotations import Annotation
+from vpt_env.data.image_convert import IMAGE_EXTENSIONS, to_rgb_uint8
 from vpt_env.data.readers._base import Reader, natural_key, open_image
-from vpt_env.data.sources import IMAGE_EXTENSIONS, to_rgb_uint8
 
 __all__ = ["PIL_VIDEO_EXTENSIONS", "VIDEO_EXTENSIONS", "VideoFramesSource", "video_backends"]
 

@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image
 
 from vpt_env.data.annotations import MAX_CLASSES, Annotation
+from vpt_env.data.image_convert import ImageReadError, to_rgb_uint8
 from vpt_env.data.readers._base import MALFORMED, READ_ERRORS, UNREADABLE, Reader, open_image, parse_json
 from vpt_env.data.readers.braces import expand_braces
 from vpt_env.data.readers.manifest import CAPTION_KEYS
-from vpt_env.data.sources import ImageReadError, to_rgb_uint8
 
 __all__ = ["IMAGE_MEMBER_EXTENSIONS", "WebDatasetSource", "expand_braces"]
 
