@@ -24,7 +24,8 @@ space ``L``, ``psi_AB`` and ``p_ema(l | x)`` are.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +37,7 @@ from agents.losses import ab_logits, ab_loss, ab_target
 from agents.systems.config import SystemConfig
 from vpt_env import TransitionBatch
 
-__all__ = ["ABTerm", "Annotations", "BaseSystem", "LossTerms"]
+__all__ = ["ABTerm", "Annotations", "BaseOut", "BaseSystem", "LossTerms"]
 
 
 class Annotations(NamedTuple):
@@ -78,6 +79,23 @@ class LossTerms(NamedTuple):
 
     base_loss: Tensor
     ab: ABTerm | None
+
+
+@dataclass
+class BaseOut:
+    """What a base loss computed: the loss, its extra metrics, and what the AB term may reuse.
+
+    Each system returns its own subclass with typed fields for :meth:`BaseSystem._annotations`
+    (CLIP's caption embeddings, DINO's teacher outputs, SimCLR's pooled views, the supervised
+    target kind), instead of a dict of string keys.
+    """
+
+    loss: Tensor
+    """The base loss (a scalar)."""
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+    """Extra metrics logged beside the losses (name to scalar tensor)."""
+    base_is_views: bool = True
+    """Whether the base encoded AB's own views (its online outputs can then be reused)."""
 
 
 def zero_touching(*modules: nn.Module | None) -> Tensor:
@@ -143,24 +161,22 @@ class BaseSystem(nn.Module):
     def _build_ab(self) -> None:
         """Create the AB annotation-embedding modules (``psi_AB``), after the decoder."""
 
-    def _base_loss(
-        self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]
-    ) -> tuple[Tensor, dict[str, Any]]:
-        """The base loss and a context dict that :meth:`_annotations` may reuse."""
+    def _base_loss(self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]) -> BaseOut:
+        """The base loss, with what :meth:`_annotations` may reuse (the system's :class:`BaseOut`)."""
         raise NotImplementedError
 
     def _annotations(
         self,
         batch: TransitionBatch,
         captions: list[str],
-        ctx: dict[str, Any],
+        base: BaseOut,
         target_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations | None:
         """The annotation space of this batch, or None when it is empty (e.g. no captions).
 
-        ``target_boot`` encodes the bootstrap images' AB views: the base's views when
-        ``ctx["ab_shared"]`` is True, their crop-only copies (``batch.crop_views``) otherwise. It
+        ``target_boot`` encodes the bootstrap images' AB views: the base's views when AB shares
+        them (``batch.crop_views`` is None), their crop-only copies (``batch.crop_views``) otherwise. It
         comes from the encoder of :meth:`target_modules`, whose modules give the targets
         (``psi_ema``, ``p_next``).
         """
@@ -176,7 +192,7 @@ class BaseSystem(nn.Module):
             return self.ema
         return {name: getattr(self, name) for name in self.ema}
 
-    def _end_of_loss(self, ctx: dict[str, Any]) -> None:
+    def _end_of_loss(self, base: BaseOut) -> None:
         """State updates that belong to a training step (e.g. DINO's centre), after the loss."""
 
     def _view_groups(self, views: Tensor) -> list[Tensor]:
@@ -200,10 +216,11 @@ class BaseSystem(nn.Module):
         for the base (default: every view; CLIP reads one view per image)."""
         return batch.views
 
-    def _ema_bootstrap(self, batch: TransitionBatch, nb: int, ctx: dict[str, Any]) -> list[EncoderOutput]:
+    def _ema_bootstrap(self, batch: TransitionBatch, nb: int, base: BaseOut) -> list[EncoderOutput]:
         """EMA encoder outputs of every view of the first ``nb`` images (called under no_grad).
 
-        Used when AB shares the base's views (``batch.crop_views`` is None), so it may reuse ``ctx``.
+        Used when AB shares the base's views (``batch.crop_views`` is None), so it may reuse what
+        the base loss computed.
         """
         return encode_groups(self.ema["encoder"], self._ab_groups(batch, batch.views[:nb]))
 
@@ -229,7 +246,7 @@ class BaseSystem(nn.Module):
             ``target_entropy`` (mean entropy in nats of the targets of the valid pairs),
             ``ab_pairs`` (valid pairs) and ``ab_labels`` (size of the annotation space).
         """
-        terms, ctx = self._loss_terms(batch, captions)
+        terms, out = self._loss_terms(batch, captions)
         base = terms.base_loss
         stats = [base.detach().float()]
         names = ["base_loss"]
@@ -241,9 +258,9 @@ class BaseSystem(nn.Module):
             names += ["ab_loss", "target_entropy", "ab_pairs"]
             stats.append(torch.tensor(float(ab.num_labels), device=base.device))
             names.append("ab_labels")
-        stats += [v.detach().float() for v in ctx.get("metrics", {}).values()]
-        names += list(ctx.get("metrics", {}))
-        self._end_of_loss(ctx)
+        stats += [v.detach().float() for v in out.metrics.values()]
+        names += list(out.metrics)
+        self._end_of_loss(out)
         # One host transfer for all metrics instead of one per float().
         values = torch.stack([s.to(base.device).reshape(()) for s in stats]).tolist()
         return loss, dict(zip(names, values, strict=True))
@@ -262,18 +279,17 @@ class BaseSystem(nn.Module):
         """
         return self._loss_terms(batch, [] if captions is None else captions)[0]
 
-    def _loss_terms(self, batch: TransitionBatch, captions: list[str]) -> tuple[LossTerms, dict[str, Any]]:
+    def _loss_terms(self, batch: TransitionBatch, captions: list[str]) -> tuple[LossTerms, BaseOut]:
         _check_batch(batch)
         base_input = self._base_input(batch)
         online = encode_groups(self.encoder, self._view_groups(base_input))
-        base, ctx = self._base_loss(batch, captions, online)
-        # Whether the base encoded AB's own views (their online outputs can then be reused).
-        ctx["base_is_views"] = base_input is batch.views
-        ab = self._ab_term(batch, captions, online, ctx) if self.decoder is not None else None
-        return LossTerms(base, ab), ctx
+        out = self._base_loss(batch, captions, online)
+        out.base_is_views = base_input is batch.views
+        ab = self._ab_term(batch, captions, online, out) if self.decoder is not None else None
+        return LossTerms(out.loss, ab), out
 
     def _ab_term(
-        self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput], ctx: dict[str, Any]
+        self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput], base: BaseOut
     ) -> ABTerm:
         """The AB term over the bootstrap images; the target reuses the base's outputs."""
         assert self.decoder is not None
@@ -286,9 +302,9 @@ class BaseSystem(nn.Module):
             # Ablation: every move looks the same (the identity box), so Q predicts the
             # average over the image's crops, i.e. crop invariance (METHOD.md: -2.2).
             relative = torch.tensor([0.0, 0.0, 1.0, 1.0], device=relative.device).expand_as(relative)
-        ctx["ab_shared"] = batch.crop_views is None
-        if ctx["ab_shared"]:
-            if ctx["base_is_views"]:
+        ab_shared = batch.crop_views is None
+        if ab_shared:
+            if base.base_is_views:
                 online_boot = [EncoderOutput(o.pooled[:nb], o.tokens[:nb]) for o in online]
             else:  # the base encoded other views than AB moves between: encode AB's here
                 online_boot = encode_groups(self.encoder, self._ab_groups(batch, batch.views[:nb]))
@@ -300,11 +316,11 @@ class BaseSystem(nn.Module):
         with torch.no_grad():
             if not cfg.ab_ema_target:  # the online encoder's outputs, already computed
                 target_boot = [EncoderOutput(o.pooled.detach(), o.tokens.detach()) for o in online_boot]
-            elif ctx["ab_shared"]:
-                target_boot = self._ema_bootstrap(batch, nb, ctx)
+            elif ab_shared:
+                target_boot = self._ema_bootstrap(batch, nb, base)
             else:
                 target_boot = encode_groups(self.ema["encoder"], groups)
-        ann = self._annotations(batch, captions, ctx, target_boot, nb)
+        ann = self._annotations(batch, captions, base, target_boot, nb)
         if ann is None:  # nothing to predict this batch: a zero that still reaches the AB modules
             empty = batch.views.new_zeros(nb, v, v, 0)
             return ABTerm(

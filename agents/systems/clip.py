@@ -12,6 +12,7 @@ tower's embedding of caption ``l``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from agents.distributed import all_gather_with_grad, is_distributed
 from agents.encoders import EncoderOutput
 from agents.heads import MLPHead
 from agents.losses import clip_loss, clip_probs
-from agents.systems.base import Annotations, BaseSystem, pooled_views, zero_touching
+from agents.systems.base import Annotations, BaseOut, BaseSystem, pooled_views, zero_touching
 from agents.text import SentenceEncoder, TextTower
 from vpt_env import TransitionBatch
 
@@ -54,6 +55,18 @@ class LogitScale(nn.Module):
     def clip_(self) -> None:
         """Clip the parameter to ``[0, log(MAX_LOGIT_SCALE)]`` (open_clip's range), in place."""
         self.log_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
+
+
+@dataclass
+class CLIPBaseOut(BaseOut):
+    """CLIP's base output: the batch's captions and their embeddings, which AB's annotations reuse."""
+
+    texts: list[str] = field(default_factory=list)
+    """The captions of the captioned images, in batch order (empty: no caption this batch)."""
+    text_input: Any = None
+    """The text tower's input for ``texts`` (None when empty)."""
+    text_emb: Tensor | None = None
+    """``(len(texts), D)`` online text embeddings (None when empty)."""
 
 
 class CLIPSystem(BaseSystem):
@@ -111,7 +124,7 @@ class CLIPSystem(BaseSystem):
 
     def _base_loss(
         self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]
-    ) -> tuple[Tensor, dict[str, Any]]:
+    ) -> CLIPBaseOut:
         pooled = pooled_views(online)
         device = pooled.device
         cap = batch.caption.tolist()
@@ -121,7 +134,7 @@ class CLIPSystem(BaseSystem):
         metrics = {"logit_scale": scale.detach(), "captioned": torch.tensor(float(len(rows)))}
         if not texts:
             zero = zero_touching(self.image_proj, self.text, self.logit_scale) + pooled.sum() * 0.0
-            return zero, {"texts": texts, "metrics": metrics}
+            return CLIPBaseOut(zero, metrics, texts=texts)
         index = torch.tensor(rows, device=device)
         image_emb = self.image_proj(pooled[index, 0])
         text_input = self._text_input(texts, device)
@@ -131,28 +144,29 @@ class CLIPSystem(BaseSystem):
             loss = clip_loss(image_all, text_all, scale)
         else:
             loss = clip_loss(image_emb, text_emb, scale)
-        return loss, {"texts": texts, "text_input": text_input, "text_emb": text_emb, "metrics": metrics}
+        return CLIPBaseOut(loss, metrics, texts=texts, text_input=text_input, text_emb=text_emb)
 
     def _annotations(
         self,
         batch: TransitionBatch,
         captions: list[str],
-        ctx: dict[str, Any],
+        base: CLIPBaseOut,
         target_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations | None:
-        texts = ctx["texts"]
+        texts = base.texts
         if not texts:
             return None
         na = min(len(texts), self.num_annotation(batch.views.shape[0]))
-        psi = self.psi_head(ctx["text_emb"][:na])
+        assert base.text_emb is not None
+        psi = self.psi_head(base.text_emb[:na])
         targets = self.target_modules()
         with torch.no_grad():
             boot = pooled_views(target_boot)
             if self.config.ab_ema_target:
-                text_ema = self._embed_text(targets["text"], ctx["text_input"][:na], boot.device)
+                text_ema = self._embed_text(targets["text"], base.text_input[:na], boot.device)
             else:  # online targets: the base loss already embedded the captions
-                text_ema = ctx["text_emb"][:na]
+                text_ema = base.text_emb[:na]
             psi_ema = targets["psi_head"](text_ema)
             image_ema = targets["image_proj"](boot)
             p_next = clip_probs(image_ema.flatten(0, 1), text_ema, targets["logit_scale"]()).unflatten(

@@ -12,7 +12,7 @@ the head's bottleneck space).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +21,20 @@ from torch import Tensor
 from agents.encoders import EncoderOutput
 from agents.heads import DINOHead
 from agents.losses import dino_loss, teacher_probs, update_center
-from agents.systems.base import Annotations, BaseSystem, encode_groups, pooled_views
+from agents.systems.base import Annotations, BaseOut, BaseSystem, encode_groups, pooled_views
 from vpt_env import TransitionBatch
 
 __all__ = ["DINOSystem"]
+
+
+@dataclass
+class DINOBaseOut(BaseOut):
+    """DINO's base output: the teacher's outputs (reused by AB's targets) and the next centre."""
+
+    teacher_out: EncoderOutput | None = None
+    """The EMA encoder's outputs of the global crops."""
+    new_center: Tensor | None = None
+    """The centre after this step (applied by ``_end_of_loss``, after the AB target)."""
 
 
 class DINOSystem(BaseSystem):
@@ -71,7 +81,7 @@ class DINOSystem(BaseSystem):
 
     def _base_loss(
         self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]
-    ) -> tuple[Tensor, dict[str, Any]]:
+    ) -> DINOBaseOut:
         c = self.config
         student = self.head(pooled_views(online))
         with torch.no_grad():
@@ -80,18 +90,18 @@ class DINOSystem(BaseSystem):
             teacher = self.ema["head"](teacher_out.pooled)
         loss = dino_loss(student, teacher, self.center, c.dino_student_temp, c.dino_teacher_temp)
         new_center = update_center(self.center, teacher, c.dino_center_momentum)
-        return loss, {"teacher_out": teacher_out, "new_center": new_center}
+        return DINOBaseOut(loss, teacher_out=teacher_out, new_center=new_center)
 
-    def _end_of_loss(self, ctx: dict[str, Any]) -> None:
+    def _end_of_loss(self, base: DINOBaseOut) -> None:  # type: ignore[override]
         # After the AB target, which uses the same centre as this step's DINO loss.
         with torch.no_grad():
-            self.center.copy_(ctx["new_center"])
+            self.center.copy_(base.new_center)
 
-    def _ema_bootstrap(self, batch: TransitionBatch, nb: int, ctx: dict[str, Any]) -> list[EncoderOutput]:
+    def _ema_bootstrap(self, batch: TransitionBatch, nb: int, base: DINOBaseOut) -> list[EncoderOutput]:  # type: ignore[override]
         groups = self._ab_groups(batch, batch.views[:nb])
         if batch.base_views is not None:  # the teacher saw the base's own global crops, not these
             return encode_groups(self.ema["encoder"], groups)
-        teacher = ctx["teacher_out"]
+        teacher = base.teacher_out
         # The teacher already encoded the global views of every image: reuse the first nb.
         first = EncoderOutput(teacher.pooled[:nb], teacher.tokens[:nb])
         if groups[0].shape[1] == 2:
@@ -102,7 +112,7 @@ class DINOSystem(BaseSystem):
         self,
         batch: TransitionBatch,
         captions: list[str],
-        ctx: dict[str, Any],
+        base: BaseOut,
         target_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations:

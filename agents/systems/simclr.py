@@ -9,6 +9,7 @@ is an MLP head on the image tower's pooled output of annotation view ``l``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,10 +19,18 @@ from agents.distributed import all_gather_with_grad
 from agents.encoders import EncoderOutput
 from agents.heads import MLPHead
 from agents.losses import instance_probs, nt_xent
-from agents.systems.base import Annotations, BaseSystem, pooled_views
+from agents.systems.base import Annotations, BaseOut, BaseSystem, pooled_views
 from vpt_env import TransitionBatch
 
 __all__ = ["SimCLRSystem"]
+
+
+@dataclass
+class SimCLRBaseOut(BaseOut):
+    """SimCLR's base output: the pooled online views, AB's annotation keys."""
+
+    pooled: Tensor | None = None
+    """``(B, V, D)`` pooled online encoder outputs."""
 
 
 class SimCLRSystem(BaseSystem):
@@ -44,23 +53,23 @@ class SimCLRSystem(BaseSystem):
 
     def _base_loss(
         self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]
-    ) -> tuple[Tensor, dict[str, Any]]:
+    ) -> SimCLRBaseOut:
         pooled = pooled_views(online)
         z = self.projector(pooled)
         # Negatives from every rank; the gradient through the gather matches one big process.
         loss = nt_xent(all_gather_with_grad(z), self.config.simclr_temperature)
-        return loss, {"pooled": pooled}
+        return SimCLRBaseOut(loss, pooled=pooled)
 
     def _annotations(
         self,
         batch: TransitionBatch,
         captions: list[str],
-        ctx: dict[str, Any],
+        base: SimCLRBaseOut,
         target_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations:
         na = self.num_annotation(batch.views.shape[0])
-        psi = self.psi_head(ctx["pooled"][:na, 0])
+        psi = self.psi_head(base.pooled[:na, 0])
         targets = self.target_modules()
         with torch.no_grad():
             boot = pooled_views(target_boot)  # (nb, V, D)
@@ -68,9 +77,9 @@ class SimCLRSystem(BaseSystem):
             own = min(nb, na)  # bootstrap images that are also annotations (the first ones)
             if not self.config.ab_ema_target:
                 # Online targets: the base loss already encoded every view of every image.
-                keys = ctx["pooled"][:na, 0]
-                alt = ctx["pooled"][:own, 1]
-            elif ctx["ab_shared"]:
+                keys = base.pooled[:na, 0]
+                alt = base.pooled[:own, 1]
+            elif batch.crop_views is None:
                 # The bootstrap images are the first annotation images: reuse their EMA views.
                 keys = boot[:na, 0]
                 if na > nb:

@@ -9,17 +9,26 @@ BCE of every view against ``cumulants > 0`` (the classes visible in the view);
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from agents.encoders import EncoderOutput
 from agents.losses import multilabel_loss, supervised_loss
-from agents.systems.base import Annotations, BaseSystem, pooled_views
+from agents.systems.base import Annotations, BaseOut, BaseSystem, pooled_views
 from vpt_env import TransitionBatch
 
 __all__ = ["SupervisedSystem"]
+
+
+@dataclass
+class SupervisedBaseOut(BaseOut):
+    """The supervised base output: which targets the loss read."""
+
+    kind: str = "label"
+    """``"label"`` (image labels, softmax) or ``"cumulant"`` (multi-label, sigmoid)."""
 
 
 class SupervisedSystem(BaseSystem):
@@ -60,7 +69,7 @@ class SupervisedSystem(BaseSystem):
 
     def _base_loss(
         self, batch: TransitionBatch, captions: list[str], online: list[EncoderOutput]
-    ) -> tuple[Tensor, dict[str, Any]]:
+    ) -> SupervisedBaseOut:
         pooled = pooled_views(online)
         b, v = pooled.shape[:2]
         logits = self.classifier(pooled).flatten(0, 1)
@@ -70,20 +79,20 @@ class SupervisedSystem(BaseSystem):
         else:
             targets = (batch.cumulants > 0).to(logits.dtype).flatten(0, 1)
             loss = multilabel_loss(logits, targets)
-        return loss, {"kind": kind}
+        return SupervisedBaseOut(loss, kind=kind)
 
     def _annotations(
         self,
         batch: TransitionBatch,
         captions: list[str],
-        ctx: dict[str, Any],
+        base: SupervisedBaseOut,
         target_boot: list[EncoderOutput],
         nb: int,
     ) -> Annotations:
         targets = self.target_modules()
         with torch.no_grad():
             logits = targets["classifier"](pooled_views(target_boot))
-            if ctx["kind"] == "label":
+            if base.kind == "label":
                 p_next = logits.softmax(dim=-1)
             else:
                 sig = logits.sigmoid()
