@@ -18,13 +18,8 @@ from agents.checkpoint import LATEST
 from agents.eval import (
     ProbeData,
     evaluate_encoder,
-    extract_features,
-    fit_attentive_probe,
-    fit_linear_probe,
-    knn_eval,
     probe_views,
 )
-from agents.eval.evaluate import chance_level
 from agents.export import load_encoder, load_system
 from agents.mechanism import fixed_batches, mechanism_metrics
 from agents.pretrain import build_sampler
@@ -39,7 +34,6 @@ __all__ = [
     "TASKS",
     "ProbeSet",
     "evaluate_run",
-    "probe_heldout",
     "run_mechanism",
     "step_checkpoints",
     "write_row_value_map",
@@ -110,83 +104,28 @@ class ProbeSet:
 
     def _evaluate(self, encoder: torch.nn.Module, task: str, probes: tuple[str, ...]) -> dict[str, Any]:
         p = self.profile
-        kw = dict(linear_epochs=p.linear_epochs, attentive_epochs=p.attentive_epochs)
-        if task in ("scene", "region"):
-            out = evaluate_encoder(
-                encoder,
-                self.data(task),
-                view_size=self.size,
-                task="image" if task == "scene" else "objects",
-                probes=probes,
-                seed=0,
-                device=self.device,
-                knn_k=p.knn_k,
-                **kw,
-            )
-            out["task"] = task
-            return out
-        return probe_heldout(
+        if task == "heldout":  # train on the region crops, test on unseen object instances
+            data, test = self.data("region"), self.data("heldout_test")
+            if data.class_names != test.class_names:
+                raise ValueError("train and test probe sources must share one class space")
+        else:
+            data, test = self.data(task), None
+        out = evaluate_encoder(
             encoder,
-            self.data("region"),
-            self.data("heldout_test"),
-            probes,
+            data,
+            view_size=self.size,
+            task="image" if task == "scene" else "objects",
+            multilabel=False if task == "heldout" else None,
+            probes=probes,
+            seed=0,
             device=self.device,
             knn_k=p.knn_k,
-            **kw,
+            linear_epochs=p.linear_epochs,
+            attentive_epochs=p.attentive_epochs,
+            test=test,
         )
-
-
-def probe_heldout(
-    encoder: torch.nn.Module,
-    train: ProbeData,
-    test: ProbeData,
-    probes: tuple[str, ...],
-    *,
-    device: str,
-    knn_k: int,
-    linear_epochs: int,
-    attentive_epochs: int,
-    batch_size: int = 256,
-) -> dict[str, Any]:
-    """Top-1 of probes fitted on ``train`` views and scored on ``test`` views (a separate source).
-
-    ``agents.eval.evaluate_encoder`` splits one ProbeData by image; held-out *instances* need a test
-    set from another source, so this calls the probes directly (same settings, seed 0).
-    """
-    if train.class_names != test.class_names:
-        raise ValueError("train and test probe sources must share one class space")
-    tr, te = train.subset(train.labels >= 0), test.subset(test.labels >= 0)
-    ftr = extract_features(encoder, tr.views, batch_size=batch_size, device=device)
-    fte = extract_features(encoder, te.views, batch_size=batch_size, device=device)
-    out: dict[str, Any] = {"metric": "top1", "task": "heldout"}
-    if "linear" in probes:
-        out["linear"] = fit_linear_probe(
-            ftr.pooled,
-            tr.labels,
-            fte.pooled,
-            te.labels,
-            False,
-            epochs=linear_epochs,
-            batch_size=batch_size,
-            seed=0,
-        )
-    if "knn" in probes:
-        out["knn"] = knn_eval(ftr.pooled, tr.labels, fte.pooled, te.labels, False, k=knn_k)
-    if "attentive" in probes:
-        out["attentive"] = fit_attentive_probe(
-            ftr.tokens,
-            tr.labels,
-            fte.tokens,
-            te.labels,
-            False,
-            epochs=attentive_epochs,
-            batch_size=batch_size,
-            seed=0,
-        )
-    out.update(
-        n_train=len(tr.labels), n_test=len(te.labels), chance=chance_level(tr.labels, te.labels, False)
-    )
-    return out
+        out["task"] = task
+        return out
 
 
 def step_checkpoints(run_dir: Path) -> dict[int, Path]:
