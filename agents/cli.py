@@ -40,7 +40,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _bench_reward(args: argparse.Namespace) -> int:
-    from vpt_env.rewards.bench import bench_reward, train_with_reward
+    from vpt_env.tools.reward_bench import bench_reward, train_with_reward
 
     target = int(args.target) if args.target is not None and args.target.isdigit() else args.target
     result = bench_reward(

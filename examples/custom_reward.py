@@ -20,7 +20,7 @@ import torch
 
 import vpt_env
 from vpt_env.data.pool import ImagePool
-from vpt_env.rewards.bench import bench_reward, check_reward, load_reward, train_with_reward
+from vpt_env.tools.reward_bench import bench_reward, check_reward, load_reward, train_with_reward
 
 
 class CentreOnTarget:

@@ -1,4 +1,4 @@
-"""``vpt_env.rewards.bench`` and ``vpt bench-reward``: the checks name the reward and the property."""
+"""``vpt_env.tools.reward_bench`` and ``vpt bench-reward``: the checks name the reward and the property."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from agents.cli import main
 from vpt_env.data.pool import ImagePool
-from vpt_env.rewards.bench import (
+from vpt_env.tools.reward_bench import (
     PROPERTIES,
     RewardCheckError,
     bench_reward,

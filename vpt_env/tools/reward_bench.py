@@ -3,13 +3,13 @@
 Pure functions (no argv); ``vpt bench-reward`` (:mod:`agents.cli`) and
 ``examples/custom_reward.py`` call them.
 
-* :func:`check_reward` (:mod:`vpt_env.rewards.check`) calls the reward on random
+* :func:`check_reward` (:mod:`vpt_env.tools.reward_check`) calls the reward on random
   states and views and raises :class:`RewardCheckError` naming the reward and
   the violated property.
 * :func:`measure_throughput` times only the reward call, on views rendered once
   per batch size, and reports rewards per second.
 * :func:`bench_reward` does both, against the built-in ``coverage`` reward
-  timed in the same run; :func:`train_with_reward` (:mod:`vpt_env.rewards.train`)
+  timed in the same run; :func:`train_with_reward` (:mod:`vpt_env.tools.reward_train`)
   trains SB3 PPO with it and compares with a random policy measured in the same run.
 """
 
@@ -29,7 +29,7 @@ from torch import Tensor
 from vpt_env.core.state import EnvParams, ViewState
 from vpt_env.data.pool import ImagePool
 from vpt_env.rewards.base import make_reward
-from vpt_env.rewards.check import (
+from vpt_env.tools.reward_check import (
     PROPERTIES,
     RewardCheckError,
     check_reward,
@@ -37,8 +37,8 @@ from vpt_env.rewards.check import (
     random_views,
     reward_name,
 )
-from vpt_env.rewards.train import torch_threads as _torch_threads
-from vpt_env.rewards.train import train_with_reward
+from vpt_env.tools.reward_train import torch_threads as _torch_threads
+from vpt_env.tools.reward_train import train_with_reward
 
 __all__ = [
     "BATCH_SIZES",

@@ -6,7 +6,7 @@ reward and the violated property: ``"call"`` (it raised), ``"type"``,
 ``"shape"`` (``(B,)``), ``"dtype"`` (floating), ``"device"`` (the views'),
 ``"finiteness"``, ``"determinism"`` (same input, same output) and
 ``"batch invariance"`` (each row of a batch equals the row computed alone,
-within ``atol``). ``vpt bench-reward`` runs it first (:mod:`vpt_env.rewards.bench`).
+within ``atol``). ``vpt bench-reward`` runs it first (:mod:`vpt_env.tools.reward_bench`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vpt_env.rewards.check import accepts_target
+from vpt_env.tools.reward_check import accepts_target
 
 __all__ = ["torch_threads", "train_with_reward"]
 
