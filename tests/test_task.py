@@ -103,3 +103,15 @@ def test_the_shells_expose_the_search_settings_and_discreteness() -> None:
     assert (vec.found_iou, vec.goal_mode, vec.text_info) == (0.3, "caption", False)
     assert ImageSearchDiscreteEnv.discrete and ImageViewDiscreteEnv.discrete
     assert not ImageSearchEnv.discrete and not ImageViewEnv.discrete
+
+
+def test_caption_goals_returned_by_the_vector_env_are_not_rewritten_by_later_resets() -> None:
+    from vpt_env.data.scenes import SceneSource
+    from vpt_env.envs.search import ImageSearchVectorEnv
+
+    env = ImageSearchVectorEnv(2, SceneSource(n_images=20), goal_mode="caption", array="numpy")
+    obs, _ = env.reset(seed=0)
+    kept = obs["goal"].copy()
+    later, _ = env.reset(seed=1)
+    assert not np.array_equal(later["goal"], kept)  # other goals: a shared buffer would show them
+    assert np.array_equal(obs["goal"], kept)
