@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -196,9 +197,16 @@ def resolve_data_source(spec: str, strict: bool = False) -> Any:
         raise ValueError(f"source looks like JSON but does not parse: {err}") from err
     if not (isinstance(parsed, dict) and list(parsed) == ["scenes"] and isinstance(parsed["scenes"], dict)):
         raise ValueError(f'a JSON source must be {{"scenes": {{SceneConfig fields}}}}, got {spec!r}')
+    return _scene_source(json.dumps(parsed["scenes"], sort_keys=True))
+
+
+@functools.lru_cache(maxsize=2)
+def _scene_source(fields_json: str) -> Any:
+    """The scenes of a JSON source, built once per process for the last two specs (rendering
+    thousands of scenes takes seconds; a source is read-only, so runs may share it)."""
     from vpt_env.data.scenes import SceneSource
 
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in parsed["scenes"].items()}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(fields_json).items()}
     return SceneSource(**fields)
 
 

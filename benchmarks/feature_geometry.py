@@ -75,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     skipped = []
     head = ("run", "PR", "erank", "top", "cos", "kNN", "kNN white", "linear")
     print(" | ".join(head))
-    for run in plan(profile, expand_rows(profile, args.rows), out):
+    runs = plan(profile, expand_rows(profile, args.rows), out)
+    by_key = {run.key: run for run in runs}
+    for run in runs:
         if run.row.method is None:
             encoder = random_encoder(profile, run.seed, args.device)
-        elif run_status(run, profile) in ("done", "trained"):
+        elif run_status(run, profile.tasks) in ("done", "trained"):
             encoder = load_encoder(run.dir, args.device)
         else:
             skipped.append(run.key)
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "profile": profile.name,
-        "fingerprint": profile.fingerprint(),
+        "identities": {r["run"]: run.identity for r in results for run in [by_key[r["run"]]]},
         "machine": machine_info(args.device),
         "runs": results,
         "skipped": skipped,

@@ -7,7 +7,7 @@
 #                                                # the gpu profile of benchmarks/reproduce.py as 3
 #                                                # processes (one per seed) on the one GPU; no run starts
 #                                                # after S seconds (default 320); then the report. ARGS go
-#                                                # to every reproduce.py call (e.g. --set steps=800)
+#                                                # to every reproduce.py call (e.g. --set train.steps=800)
 #
 # Everything it measures lands in OUT: logs, JSON, and gpu_results.tar.gz (the reproduction's tables,
 # plots and per-run JSON; checkpoints left out). Steps that fail are reported and the script goes on.
@@ -41,7 +41,7 @@ check)
     --json "$out/env_throughput_cuda.json"
   step step_cost 60 $py benchmarks/step_cost.py --device cuda --batch-size 256 --rounds 3 --steps 5 \
     --json "$out/step_cost_cuda.json"
-  step reproduce_timing 150 $py benchmarks/reproduce.py --profile gpu --seeds 0 --set steps=40 \
+  step reproduce_timing 150 $py benchmarks/reproduce.py --profile gpu --seeds 0 --set train.steps=40 \
     --set curve_points=0 --no-plots --out /tmp/reproduce_timing
   for f in /tmp/reproduce_timing/*/s0o0/metrics.jsonl; do
     echo "$f: $(tail -n 1 "$f" | $py -c 'import json,sys; print(round(json.load(sys.stdin)["images_per_s"]), "images/s")')"

@@ -16,10 +16,10 @@ row (``abclip-gamma0.9``, ``abclip-noact``, ``abclip-noema``, ``abclip-iou0.3_0.
 
 Each (row, seed, ordering) is a resumable ``vpt pretrain`` run directory
 ``<out>/<row>/s<seed>o<ordering>``; finished runs are skipped, interrupted ones resume, and probe
-results are cached in each run's ``eval.json``. Runs are stamped with their row's fingerprint, which
-leaves the captions out for rows that never read them (all but the CLIP family), so ``--reuse`` can
-take an earlier report's finished runs (its ``results.json``) wherever the row fingerprint matches;
-copies of one run must agree to the last digit. Probes (linear, kNN, attention pooling) on three
+results are cached in each run's ``eval.json``. Runs are stamped with their identity, the hash of
+their resolved configs (which leaves the captions out for rows that never read them: all but the
+CLIP family), so ``--reuse`` can take an earlier report's finished runs (its ``results.json``)
+wherever the identity matches; ``--upgrade`` converts a report of the older format once. Probes (linear, kNN, attention pooling) on three
 tasks: ``scene`` (multi-label mAP), ``region`` (object-in-region top-1, split by image) and
 ``heldout`` (object crops, probe trained on training instances, tested on held-out instances).
 Writes ``table.md``, ``results.json``, ``curves.png`` (score against images seen) and ``pairs.png``

@@ -22,9 +22,9 @@ PROBES = ("linear", "knn", "attentive")
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from reproduce.cli import apply_overrides, parse_ints  # noqa: E402
-from reproduce.profiles import PROFILES, expand_rows, parse_row  # noqa: E402
+from reproduce.profiles import PROFILES, expand_rows, parse_row, run_configs, run_identity  # noqa: E402
 from reproduce.report import paired_differences, run_times  # noqa: E402
-from reproduce.runner import configs, plan, run_status  # noqa: E402
+from reproduce.runner import plan, run_status, train_run  # noqa: E402
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -254,11 +254,13 @@ def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
     pairs = len(full.rows) - 2  # the six pair rows; random runs per seed, supervised once
     assert full.first_seed_rows == ("supervised",)
     assert len(runs) == len(full.seeds) + 1 + pairs * len(full.seeds) * len(full.orderings)
-    # cpu-full holds cpu-quick's comparison fixed: the same fingerprint, so the same runs.
-    assert full.fingerprint() == PROFILES["cpu-quick"].fingerprint()
+    # cpu-full holds cpu-quick's comparison fixed: the same configs, so the same run identities.
+    quick_runs = plan(PROFILES["cpu-quick"], ["random", "clip", "abclip"], tmp_path)
+    quick = {run.key: run.identity for run in quick_runs}
+    assert all(run.identity == quick[run.key] for run in runs if run.key in quick)
     by_key = {run.key: run for run in runs}
     for base, ab in (("clip", "abclip"), ("dino", "abdino")):
-        (db, sb, tb), (da, sa, ta) = (configs(full, by_key[f"{r}/s1o1"], "cpu") for r in (base, ab))
+        (db, sb, tb), (da, sa, ta) = (run_configs(full, by_key[f"{r}/s1o1"].row, 1) for r in (base, ab))
         assert (tb.steps, tb.batch_size, tb.views_per_image, tb.seed) == (
             ta.steps,
             ta.batch_size,
@@ -269,45 +271,63 @@ def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
         assert db == da and (sb.encoder, sb.encoder_kwargs) == (sa.encoder, sa.encoder_kwargs)
     # The captions name size and position, never colour (colour words were CLIP's shortcut, c4/c10).
     assert full.scenes["caption_words"] == ("size", "position")
-    # METHOD.md's views (issue 19): 4 per image, crops of 5-100%, AB's crop-only (the data default).
-    assert all((p.views_per_image, p.scale) == (4, (0.05, 1.0)) for p in PROFILES.values())
+    # METHOD.md's views (issue 19): 4 per image, crops of 5-100%, AB's crop-only (the configs' defaults).
+    assert all((p.train.views_per_image, p.data.scale) == (4, (0.05, 1.0)) for p in PROFILES.values())
     assert DataConfig().ab_views == "crops"
-    # The older tables stay addressable with --set: these are the fingerprints printed in their
-    # table.md files (c25's size/position captions; class-only captions of 2026-11-26, cpu and gpu).
-    before = ["scale=[0.2,1.0]", "scenes.objects=[1,3]", "scenes.object_size=[0.3,0.5]", "views_per_image=2"]
-    before += ["batch_size=256", "curve_points=3"]
-    assert apply_overrides(full, before).fingerprint() == "c70cd60ec1ad"
-    class_only = [*before, "scenes.caption_words=[]"]
-    assert apply_overrides(full, class_only).fingerprint() == "14e314fe7e24"
-    gpu_before = [*before[:3], "scenes.caption_words=[]"]
-    assert apply_overrides(PROFILES["gpu"], gpu_before).fingerprint() == "26dfde22a1b7"
-    _, system, _ = configs(full, plan(full, ["abclip-noact"], tmp_path)[0], "cpu")
+    _, system, _ = run_configs(full, parse_row("abclip-noact"))
     assert system.ab_actions is False
 
 
-def test_a_run_made_with_another_recipe_is_refused(tmp_path: Path) -> None:
-    """A knob whose meaning changed (noema was ema_rate=1) cannot pass old results off as new."""
+def test_run_identity_holds_what_changes_the_numbers() -> None:
+    """Every knob, config field, seed, ordering, probe setting and kind of device changes a run's
+    identity; where it runs, how it logs and what the profile is called do not."""
+    smoke = PROFILES["smoke"]
+    row = parse_row("absimclr")
+    ident = run_identity(smoke, row, 0, 0)
+    assert ident == run_identity(smoke, parse_row("absimclr"), 0, 0)  # a pure function
+    assert len({ident, run_identity(smoke, row, 1, 0), run_identity(smoke, row, 0, 1)}) == 3
+    for name in ("absimclr-noact", "absimclr-gamma0", "absimclr-v2", "absimclr-scale0.2", "absimclr-augab"):
+        assert run_identity(smoke, parse_row(name), 0, 0) != ident, name
+    for change in (
+        ["train.lr=0.002"], ["system.embed_dim=8"], ["data.view_size=12"], ["scenes.n_images=40"],
+        ["probe_images=30"], ["linear_epochs=4"], ['data.device="cuda"'],
+    ):  # fmt: skip
+        assert run_identity(apply_overrides(smoke, change), row, 0, 0) != ident, change
+    for same in (
+        ['description="other"'], ['rows=["simclr"]'], ["seeds=[5]"], ["data.threads=2"],
+        ["train.log_every=1"], ["curve_points=3"], ['tasks=["scene"]'], ["est_step_s=9"],
+    ):  # fmt: skip
+        assert run_identity(apply_overrides(smoke, same), row, 0, 0) == ident, same
+    cuda0, cuda1 = (apply_overrides(smoke, [f'data.device="cuda:{i}"']) for i in (0, 1))
+    assert run_identity(cuda0, row, 0, 0) == run_identity(cuda1, row, 0, 0)
+    # The untrained encoder depends on the encoder and the seed, not on the training.
+    rand = parse_row("random")
+    base = run_identity(smoke, rand, 0, 0)
+    assert run_identity(apply_overrides(smoke, ["train.lr=0.5"]), rand, 0, 0) == base
+    assert run_identity(apply_overrides(smoke, ['system.encoder_kwargs={"width": 4}']), rand, 0, 0) != base
+    with pytest.raises(SystemExit, match=r"unknown profile field 'steps'.*train\.<name>"):
+        apply_overrides(smoke, ["steps=5"])
+    with pytest.raises(SystemExit, match="no_such"):
+        apply_overrides(smoke, ["train.no_such=5"])
+
+
+def test_a_directory_trained_with_other_configs_is_refused(tmp_path: Path, one_thread: None) -> None:
+    """A knob whose meaning changed (noema was ema_rate=1) cannot pass old results off as new: the
+    finished record of another identity counts as absent, and the checkpoint is refused by name."""
     smoke = PROFILES["smoke"]
     (run,) = plan(smoke, ["abdino-noema"], tmp_path)
-    data, system, _ = configs(smoke, run, "cpu")
-    record = {"data": dataclasses.asdict(data), "system": system.to_dict()}
-    run.dir.mkdir(parents=True)
-
-    def write(system_fields: dict[str, object]) -> None:
-        (run.dir / "run.json").write_text(json.dumps({**record, "system": system_fields}))
-
-    write({**record["system"], "num_classes": 10})  # filled in by pretrain: not compared
-    assert run_status(run, smoke) == "todo"
-    for junk in ("[1, 2]", '{"system": 3}', "{not json"):  # not this check's to judge: no crash
-        (run.dir / "run.json").write_text(junk)
-        assert run_status(run, smoke) == "todo"
-    legacy = {k: v for k, v in record["system"].items() if k != "ab_ema_target"}
-    write({**legacy, "ema_rate": 1.0})  # the old noema
-    with pytest.raises(ValueError, match=r"abdino-noema/s0o0 trained with system ema_rate=1\.0"):
-        run_status(run, smoke)
-    write({**record["system"], "ab_ema_target": True})
-    with pytest.raises(ValueError, match="ab_ema_target=True, but the row's recipe now gives"):
-        run_status(run, smoke)
+    assert run_status(run, smoke.tasks) == "todo"
+    record = train_run(run, smoke, "cpu")
+    assert record is not None and record["identity"] == run.identity
+    assert run_status(run, smoke.tasks) == "trained"
+    train = json.loads((run.dir / "train.json").read_text())
+    (run.dir / "train.json").write_text(json.dumps({**train, "identity": "0" * 16}))
+    assert run_status(run, smoke.tasks) == "partial"  # a finished run of another identity: resumed
+    stored = json.loads((run.dir / "run.json").read_text())
+    legacy = {k: v for k, v in stored["system"].items() if k != "ab_ema_target"}
+    (run.dir / "run.json").write_text(json.dumps({**stored, "system": {**legacy, "ema_rate": 1.0}}))
+    with pytest.raises(ValueError, match=r"holds a run with other settings: system\.ema_rate=1\.0"):
+        train_run(run, smoke, "cpu")
 
 
 def test_shards_then_report_only(tmp_path: Path) -> None:

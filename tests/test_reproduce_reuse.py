@@ -1,10 +1,12 @@
-"""Row fingerprints and ``reproduce.py --reuse`` (issue 7): runs stay valid when only what their row
-never reads changes, and a reused run is checked, not trusted."""
+"""Run identities and ``reproduce.py --reuse`` (issues 7 and 22): runs stay valid when only what
+their row never reads changes, a stored run is taken exactly when its identity is a planned run's,
+and reports of the older format are converted once."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +16,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "reproduce.py"
+#: A report of format 1 (row fingerprints), as the cpu-quick reproduction of 2026-12-03 wrote it.
+V1_REPORT = ROOT / "docs" / "results" / "reproduce-cpu-quick" / "results.v1.json"
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from reproduce import runner  # noqa: E402
 from reproduce.cli import apply_overrides  # noqa: E402
-from reproduce.profiles import PROFILES, parse_row  # noqa: E402
-from reproduce.reuse import stored_profile  # noqa: E402
+from reproduce.profiles import PROFILES, parse_row, run_identity  # noqa: E402
+from reproduce.reuse import read_results, upgrade_results  # noqa: E402
 
 from agents.export import load_encoder  # noqa: E402
-from vpt_env.data.embedded import EMBEDDED  # noqa: E402
 
 SMOKE = PROFILES["smoke"]
 # Other captions on every scene, naming other things: what CLIP reads changes, nothing else.
@@ -37,56 +40,43 @@ def _cli(out: Path, *extra: str, ok: bool = True) -> subprocess.CompletedProcess
     return proc
 
 
-def test_row_fingerprints_leave_out_only_the_captions() -> None:
-    other = apply_overrides(SMOKE, [f"--set {s}"[6:] for s in OTHER_CAPTIONS])
-    assert other.fingerprint() != SMOKE.fingerprint()
+def test_identities_leave_out_only_the_captions() -> None:
+    other = apply_overrides(SMOKE, OTHER_CAPTIONS)
     for name in ("random", "supervised", "simclr", "absimclr", "dino", "abdino", "abdino-noema"):
         row = parse_row(name)
         assert not row.reads_captions
-        assert other.fingerprint(row) == SMOKE.fingerprint(row), name
-        assert SMOKE.fingerprint(row) != SMOKE.fingerprint()
+        assert run_identity(other, row, 0, 0) == run_identity(SMOKE, row, 0, 0), name
     for name in ("clip", "abclip", "abclip-noact"):
         row = parse_row(name)
         assert row.reads_captions
-        assert SMOKE.fingerprint(row) == SMOKE.fingerprint()  # CLIP's runs keep the profile's fingerprint
-        assert other.fingerprint(row) != SMOKE.fingerprint(row), name
+        assert run_identity(other, row, 0, 0) != run_identity(SMOKE, row, 0, 0), name
     # Where uncaptioned scenes lose their labels, the caption fraction counts for every row.
     captioned = [*OTHER_CAPTIONS, 'scenes.annotate="captioned"']
     simclr = parse_row("simclr")
-    assert apply_overrides(SMOKE, captioned).fingerprint(simclr) != apply_overrides(
-        SMOKE, ['scenes.annotate="captioned"']
-    ).fingerprint(simclr)
+    assert run_identity(apply_overrides(SMOKE, captioned), simclr, 0, 0) != run_identity(
+        apply_overrides(SMOKE, ['scenes.annotate="captioned"']), simclr, 0, 0
+    )
     # Anything else still counts, for every row.
-    longer = apply_overrides(SMOKE, ["steps=5"])
+    longer = apply_overrides(SMOKE, ["train.steps=5"])
     for name in ("simclr", "clip"):
-        assert longer.fingerprint(parse_row(name)) != SMOKE.fingerprint(parse_row(name))
-    # A run stamped with the whole profile's fingerprint (before row fingerprints) still counts.
-    row = parse_row("dino")
-    assert SMOKE.made_by(SMOKE.fingerprint(), row) and SMOKE.made_by(SMOKE.fingerprint(row), row)
-    assert not SMOKE.made_by(other.fingerprint(), row) and not SMOKE.made_by(None, row)
+        assert run_identity(longer, parse_row(name), 0, 0) != run_identity(SMOKE, parse_row(name), 0, 0)
 
 
-def test_rows_reading_no_caption_train_the_same_under_any_captions(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
-) -> None:
-    """What makes leaving the captions out of those rows' fingerprints sound: trained under two
+def test_rows_reading_no_caption_train_the_same_under_any_captions(tmp_path: Path, one_thread: None) -> None:
+    """What makes leaving the captions out of those rows' identities sound: trained under two
     caption settings, each such row ends with the same loss and the same encoder weights, while
     CLIP (which reads them) does not."""
     other = apply_overrides(SMOKE, OTHER_CAPTIONS)
     results: dict[str, list[tuple[float, dict[str, torch.Tensor]]]] = {}
     for k, profile in enumerate((SMOKE, other)):
-        # A fresh registry and scene memo per profile: each trains on scenes built with its own captions.
-        monkeypatch.setattr(runner, "_SCENES", {})
-        for name in [n for n in EMBEDDED if n.startswith("reproduce-smoke-")]:
-            monkeypatch.delitem(EMBEDDED, name)
         for name in ("supervised", "simclr", "absimclr", "dino", "abdino", "clip"):
             (run,) = runner.plan(profile, [name], tmp_path / str(k))
             record = runner.train_run(run, profile, "cpu")
-            assert record is not None and record["fingerprint"] == profile.fingerprint(run.row)
+            assert record is not None and record["identity"] == run.identity
+            stored = json.loads((run.dir / "run.json").read_text())["data"]["source"]
+            assert json.loads(stored)["scenes"]["caption_fraction"] == profile.scenes["caption_fraction"]
             weights = load_encoder(run.dir, "cpu").state_dict()
             results.setdefault(name, []).append((record["loss"], weights))
-        captions = runner.scene_source(profile, split="train")
-        assert captions.config.caption_fraction == profile.scenes["caption_fraction"]
     for name, ((loss_a, w_a), (loss_b, w_b)) in results.items():
         same = loss_a == loss_b and all(torch.equal(w_a[key], w_b[key]) for key in w_a)
         assert same == (name != "clip"), (name, loss_a, loss_b)
@@ -100,7 +90,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_reuse_takes_the_runs_whose_row_fingerprint_matches(finished: Path, tmp_path: Path) -> None:
+def test_reuse_takes_the_runs_whose_identity_matches(finished: Path, tmp_path: Path) -> None:
     results = finished / "results.json"
     out = tmp_path / "other-captions"
     sets = [a for s in OTHER_CAPTIONS for a in ("--set", s)]
@@ -113,115 +103,85 @@ def test_reuse_takes_the_runs_whose_row_fingerprint_matches(finished: Path, tmp_
     record = json.loads((out / "results.json").read_text())
     first = json.loads(results.read_text())
     for new, old in zip(record["runs"], first["runs"], strict=True):
-        assert new["eval"]["final"] == old["eval"]["final"] and new["eval"]["curve"] == old["eval"]["curve"]
+        assert {k: v for k, v in new["eval"].items() if k != "reused_from"} == old["eval"]
         if old["train"] is not None:
             assert {k: v for k, v in new["train"].items() if k != "reused_from"} == old["train"]
-        assert new["eval"]["reused_from"]["fingerprint"] == old["eval"]["fingerprint"]
-        assert new["eval"]["fingerprint"] == SMOKE.fingerprint(parse_row(old["row"]))
+        assert new["eval"]["reused_from"]["file"] == str(results)
     assert record["summary"]["simclr"] == first["summary"]["simclr"]
-    # A second call finds them done in their directories (and equal to the file's); none is copied again.
+    # A second call finds them done in their directories; none is copied again.
     again = _cli(out, *rows, *sets, "--reuse", str(results), "--report-only", "--no-plots")
     assert "simclr/s0o0: done, skipped" in again.stdout
     assert f"reused 0 finished runs from {results}" in again.stdout
     assert "3 runs from first/results.json" in (out / "table.md").read_text()
+    # Another identity (another lr) takes nothing: those runs would train again.
+    proc = _cli(tmp_path / "lr", "--set", "train.lr=0.002", "--reuse", str(results), "--dry-run")
+    assert f"would reuse (the plan below lists them as todo) 1 finished runs from {results}" in proc.stdout
+    assert "random/s0o0" in proc.stdout  # the one: an untrained encoder has no lr
 
 
-def test_reuse_checks_copies_against_each_other_and_the_runs_here(finished: Path, tmp_path: Path) -> None:
+def test_reuse_takes_only_finished_runs_and_refuses_other_files(finished: Path, tmp_path: Path) -> None:
     first = json.loads((finished / "results.json").read_text())
-    tampered = json.loads(json.dumps(first))
-    run = next(r for r in tampered["runs"] if r["row"] == "simclr")
-    run["eval"]["final"]["scene"]["linear"]["map"] += 1e-9
-    bad = tmp_path / "tampered.json"
-    bad.write_text(json.dumps(tampered))
-    # Against the run finished here.
-    proc = _cli(finished, "--reuse", str(bad), "--report-only", "--no-plots", ok=False)
-    assert "simclr/s0o0:" in proc.stderr and "differ (final)" in proc.stderr
-    # Against another copy, in the final scores, the training record or a curve point; nothing at all
-    # is written, not even the runs that agree (random).
-    out = tmp_path / "fresh"
-    args = ("--reuse", str(finished / "results.json"), "--reuse", str(bad), "--report-only", "--no-plots")
-    proc = _cli(out, *args, ok=False)
-    assert "differ (final) though the fingerprints match" in proc.stderr
-    assert not out.exists()
-    for where, change in (
-        ("train", lambda r: r["train"].update(loss=r["train"]["loss"] + 1e-9)),
-        ("curve step", lambda r: next(iter(r["eval"]["curve"].values()))["scene"]["linear"].update(map=0.5)),
-    ):
-        other = json.loads(json.dumps(first))
-        change(next(r for r in other["runs"] if r["row"] == "absimclr"))
-        bad.write_text(json.dumps(other))
-        proc = _cli(out, *args, ok=False)
-        assert f"absimclr/s0o0: {finished / 'results.json'} and {bad} differ ({where}" in proc.stderr
-        assert not out.exists()
-    # Timings may differ: they are not numbers a run measured.
-    timed = json.loads(json.dumps(first))
-    for r in timed["runs"]:
-        for task in r["eval"]["final"].values():
-            task["wall_s"] = 0.5
-    ok = tmp_path / "timed.json"
-    ok.write_text(json.dumps(timed))
-    _cli(finished, "--reuse", str(ok), "--report-only", "--no-plots")
-
-
-def test_reuse_refuses_a_file_that_is_not_a_report_of_this_version(finished: Path, tmp_path: Path) -> None:
-    record = json.loads((finished / "results.json").read_text())
-    assert stored_profile(record, finished).fingerprint() == SMOKE.fingerprint()
-    record["profile"]["fingerprint"] = "0123456789ab"  # made when a field meant something else
-    with pytest.raises(ValueError, match=r"gives fingerprint \w+ here, not the 0123456789ab"):
-        stored_profile(record, tmp_path)
-    record["profile"]["colour_augment"] = 1
-    with pytest.raises(ValueError, match=r"profile fields \['colour_augment'\] are unknown"):
-        stored_profile(record, tmp_path)
-    with pytest.raises(ValueError, match=r"not a reproduce\.py results\.json"):
-        stored_profile({"runs": []}, tmp_path)
+    assert read_results(finished / "results.json")["format"] == 2
+    partial = json.loads(json.dumps(first))
+    for r in partial["runs"]:
+        if r["row"] == "simclr":
+            del r["eval"]["final"]["heldout"]
+        if r["row"] == "absimclr":
+            r["train"] = None
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps(partial))
+    proc = _cli(tmp_path / "out", "--reuse", str(path), "--dry-run")
+    assert "would reuse (the plan below lists them as todo) 1 finished runs" in proc.stdout
+    assert "simclr/s0o0 (probes unfinished)" in proc.stdout
+    assert "absimclr/s0o0 (no training record)" in proc.stdout
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in first.items() if k != "format"}))
+    proc = _cli(tmp_path / "out", "--reuse", str(old), "--report-only", ok=False)
+    assert "made by an older version (format 1, not 2)" in proc.stderr and f"--upgrade {old}" in proc.stderr
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
     proc = _cli(tmp_path / "out", "--reuse", str(junk), "--report-only", ok=False)
     assert f"--reuse {junk}: cannot read it as JSON" in proc.stderr
     proc = _cli(tmp_path / "out", "--reuse", str(tmp_path / "missing.json"), "--report-only", ok=False)
     assert f"--reuse {tmp_path / 'missing.json'}: cannot read it (No such file or directory)" in proc.stderr
+    with pytest.raises(ValueError, match=r"not a reproduce\.py results\.json"):
+        (tmp_path / "x.json").write_text("{}")
+        read_results(tmp_path / "x.json")
     assert not (tmp_path / "out").exists()
 
 
-def test_reuse_checks_the_stored_recipe(finished: Path, tmp_path: Path) -> None:
-    """A run's configs travel in its train.json (``recipe``): a stored run made with another recipe
-    for the row (a knob or default whose meaning changed) is not reused, nor is an ablation row's
-    run stored without one; a plain row's run without one is reused and counted as unchecked."""
-    first = json.loads((finished / "results.json").read_text())
-    ab = next(r for r in first["runs"] if r["row"] == "absimclr")
-    assert ab["train"]["recipe"]["system"]["ab_actions"] is True
-    noact = {**json.loads(json.dumps(ab)), "key": "absimclr-noact/s0o0", "row": "absimclr-noact"}
-    other = tmp_path / "other-recipe.json"
-    other.write_text(json.dumps({**first, "runs": [noact]}))
-    out = tmp_path / "a"
-    report = ("--report-only", "--no-plots")
-    proc = _cli(out, "--rows", "absimclr-noact", "--reuse", str(other), *report, ok=False)  # none to report
-    assert "reused 0 finished runs" in proc.stdout
-    why = "trained with system ab_actions=True, but the row's recipe now gives ab_actions=False"
-    assert f"not reused (1): absimclr-noact/s0o0 ({why})" in proc.stdout
-    assert not (out / "absimclr-noact").exists()
-    # Records made before the recipe was stored.
-    bare = json.loads(json.dumps({**first, "runs": [*first["runs"], noact]}))
-    for r in bare["runs"]:
-        if r["train"]:
-            del r["train"]["recipe"]
-    old = tmp_path / "old.json"
-    old.write_text(json.dumps(bare))
-    proc = _cli(tmp_path / "b", "--rows", "simclr,absimclr-noact", "--reuse", str(old), *report)
-    assert f"reused 1 finished runs from {old} (1 without a recipe record to check)" in proc.stdout
-    assert "absimclr-noact/s0o0 (no recipe record" in proc.stdout
-    assert (tmp_path / "b" / "simclr" / "s0o0" / "train.json").is_file()
-    assert f"1 runs from {tmp_path.name}/old.json" in (tmp_path / "b" / "table.md").read_text()
-    assert "(1 trained before configs were recorded)" in (tmp_path / "b" / "table.md").read_text()
-
-
-def test_reuse_takes_no_run_made_on_another_device(finished: Path, tmp_path: Path) -> None:
-    record = json.loads((finished / "results.json").read_text())
-    record["machine"]["device"] = "cuda:0"  # bf16 autocast there: other numbers
-    cuda = tmp_path / "cuda.json"
-    cuda.write_text(json.dumps(record))
-    proc = _cli(tmp_path / "out", "--reuse", str(cuda), "--report-only", "--no-plots", ok=False)
-    assert "reused 0 finished runs" in proc.stdout and "simclr/s0o0 (made on cuda, not cpu)" in proc.stdout
+def test_upgrade_converts_a_format_1_report_once(tmp_path: Path) -> None:
+    """The cpu-quick report of 2026-12-03 (format 1): converted, each run carries the identity that
+    cpu-quick and cpu-full give it now (its stored configs checked against the row's), so --reuse
+    takes its CLIP/ABCLIP runs into cpu-full; a tampered copy loses the runs that no longer check."""
+    path = tmp_path / "results.json"
+    shutil.copy(V1_REPORT, path)
+    cmd = [sys.executable, str(SCRIPT), "--upgrade", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "10 runs stamped with their identity" in proc.stdout and "left out" not in proc.stdout
+    assert json.loads((tmp_path / "results.v1.json").read_text()) == json.loads(V1_REPORT.read_text())
+    record = read_results(path)
+    runs = runner.plan(PROFILES["cpu-full"], ["random", "clip", "abclip"], tmp_path)
+    full = {run.key: run.identity for run in runs}
+    assert all(r["eval"]["identity"] == full[r["key"]] for r in record["runs"] if r["key"] in full)
+    assert sum(r["key"] in full for r in record["runs"]) == 9  # random x 3, clip x 3, abclip x 3
+    v1 = json.loads(V1_REPORT.read_text())
+    tampered = json.loads(json.dumps(v1))
+    abclip = next(r for r in tampered["runs"] if r["key"] == "abclip/s1o0")
+    abclip["train"]["recipe"]["system"]["gamma"] = 0.9
+    clip = next(r for r in tampered["runs"] if r["key"] == "clip/s1o0")
+    clip["eval"]["fingerprint"] = "0123456789ab"
+    _, left_out = upgrade_results(tampered)
+    assert left_out == [
+        "clip/s1o0 (records of another profile)",
+        "abclip/s1o0 (trained with system.gamma=0.9, the row now gives 0.5)",
+    ]
+    tampered["profile"]["lr"] = 0.5  # the profile no longer gives back its fingerprint
+    with pytest.raises(ValueError, match="does not give back its fingerprint"):
+        upgrade_results(tampered)
+    with pytest.raises(ValueError, match=r"not a results\.json of format 1"):
+        upgrade_results(record)
 
 
 def test_dry_run_counts_what_reuse_would_take_and_writes_nothing(finished: Path, tmp_path: Path) -> None:
@@ -229,18 +189,6 @@ def test_dry_run_counts_what_reuse_would_take_and_writes_nothing(finished: Path,
     proc = _cli(out, "--reuse", str(finished / "results.json"), "--dry-run")
     assert "would reuse (the plan below lists them as todo) 3 finished runs" in proc.stdout
     assert not out.exists()
-
-
-def test_a_reused_run_is_checked_against_the_recipe_later(finished: Path, tmp_path: Path) -> None:
-    out = tmp_path / "reused"
-    _cli(out, "--rows", "simclr", "--reuse", str(finished / "results.json"), "--report-only", "--no-plots")
-    (run,) = runner.plan(SMOKE, ["simclr"], out)
-    assert runner.run_status(run, SMOKE) == "done" and not (run.dir / "run.json").exists()
-    train = json.loads((run.dir / "train.json").read_text())
-    train["recipe"]["train"]["lr"] = 0.5  # as if the row's recipe had changed since
-    (run.dir / "train.json").write_text(json.dumps(train))
-    with pytest.raises(ValueError, match=r"simclr/s0o0 trained with train lr=0\.5, but the row's recipe now"):
-        runner.run_status(run, SMOKE)
 
 
 def test_reused_runs_keep_their_mechanism_and_draw_no_value_map_without_a_checkpoint(

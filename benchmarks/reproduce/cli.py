@@ -15,7 +15,7 @@ import torch
 from .probing import ProbeSet, evaluate_run, write_row_value_map
 from .profiles import PROFILES, expand_rows
 from .report import write_outputs
-from .reuse import reuse_runs
+from .reuse import reuse_runs, upgrade_results
 from .runner import machine_info, plan, read_json, run_status, steps_done, train_run
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "reproduce"
@@ -48,8 +48,10 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FIELD=JSON",
-        help="override a profile field for calibration, e.g. steps=300 or scenes.objects=[1,2] "
-        "(JSON values; repeatable; changes the fingerprint, so use another --out)",
+        help="override a profile field for calibration: a config field (data.scale=[0.2,1], "
+        "system.gamma=0.9, train.steps=300), a scene field (scenes.objects=[1,2]) or a probe field "
+        "(probe_images=500) "
+        "(JSON values; repeatable; changes the runs' identities: they train again)",
     )
     p.add_argument(
         "--shard",
@@ -75,9 +77,16 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="RESULTS_JSON",
-        help="take finished runs from an earlier report's results.json where this profile gives their "
-        "row the same fingerprint (e.g. SimCLR/DINO runs made with other captions, which they never "
-        "read); copies of one run must agree to the last digit (repeatable)",
+        help="take finished runs from an earlier report's results.json where a stored run has a planned "
+        "run's identity (e.g. SimCLR/DINO runs made with other captions, which they never read) "
+        "(repeatable)",
+    )
+    p.add_argument(
+        "--upgrade",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="convert a results.json of an older format in place (the original kept as "
+        "results.v1.json) and exit",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--no-plots", action="store_true")
@@ -107,7 +116,10 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def apply_overrides(profile: Any, items: list[str]) -> Any:
-    """``profile`` with ``FIELD=JSON`` overrides; ``scenes.<key>`` (any dict field) sets one key."""
+    """``profile`` with ``FIELD=JSON`` overrides: ``<config>.<field>`` sets one field of the profile's
+    ``data``, ``system`` or ``train`` config, ``scenes.<key>`` one scene keyword, and a bare name a
+    profile field (``probe_images``); ``<config>={...}`` sets several fields of a config at once."""
+    names = {f.name for f in dataclasses.fields(profile)}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
@@ -116,43 +128,62 @@ def apply_overrides(profile: Any, items: list[str]) -> Any:
             parsed = json.loads(value)
         except ValueError:
             parsed = value  # a bare string
-        if isinstance(parsed, list):
-            parsed = tuple(parsed)
         field, _, sub = key.partition(".")
-        if field not in {f.name for f in dataclasses.fields(profile)}:
-            raise SystemExit(f"--set {item!r}: unknown profile field {field!r}")
-        if sub:
-            parsed = {**getattr(profile, field), sub: parsed}
+        if field not in names:
+            raise SystemExit(
+                f"--set {item!r}: unknown profile field {field!r}; fields: {', '.join(sorted(names))} "
+                "(a config field is data.<name>, system.<name> or train.<name>)"
+            )
+        current = getattr(profile, field)
+        values = {sub: parsed} if sub else parsed
+        try:
+            if dataclasses.is_dataclass(current):
+                if not isinstance(values, dict):
+                    raise SystemExit(f"--set {item!r}: {field} takes <field>=JSON or a JSON object")
+                fix = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+                parsed = dataclasses.replace(current, **fix)
+            elif sub:
+                parsed = {**current, sub: tuple(parsed) if isinstance(parsed, list) else parsed}
+            elif isinstance(parsed, list):
+                parsed = tuple(parsed)
+        except (TypeError, ValueError) as e:
+            raise SystemExit(f"--set {item!r}: {e}") from e
         profile = dataclasses.replace(profile, **{field: parsed})
     return profile
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.upgrade:
+        return _upgrade(Path(args.upgrade))
     profile = apply_overrides(PROFILES[args.profile], args.set)
     if args.seeds:
         profile = dataclasses.replace(profile, seeds=parse_ints(args.seeds, "--seeds"))
     if args.orderings:
         profile = dataclasses.replace(profile, orderings=parse_ints(args.orderings, "--orderings"))
-    device = args.device or profile.device
-    threads = args.threads or profile.threads
-    if threads:
-        torch.set_num_threads(threads)
+    data = profile.data
+    profile = dataclasses.replace(
+        profile,
+        data=dataclasses.replace(
+            data, device=args.device or data.device, threads=args.threads or data.threads
+        ),
+    )
+    device = profile.data.device
+    if profile.data.threads:
+        torch.set_num_threads(profile.data.threads)
     out = Path(args.out) if args.out else RESULTS / profile.name
     rows = expand_rows(profile, args.rows)
     runs = plan(profile, rows, out)
     machine = machine_info(device)
-    print(f"reproduce: profile {profile.name} ({profile.description}); fingerprint {profile.fingerprint()}")
-    captionless = {profile.fingerprint(r.row) for r in runs if not r.row.reads_captions}
-    if captionless:
-        print(f"rows that read no caption: fingerprint {', '.join(sorted(captionless))}")
+    print(f"reproduce: profile {profile.name} ({profile.description})")
     print(
         f"machine: {machine['device_name']} ({device}), {machine['cpu_count']} CPUs, "
         f"{machine['torch_threads']} torch threads, {machine['date']}"
     )
+    system, data, train = profile.system, profile.data, profile.train
     print(
-        f"encoder {profile.encoder} {profile.encoder_kwargs}, views {profile.view_size}px x "
-        f"{profile.views_per_image}, {profile.steps} steps x {profile.batch_size} = {profile.images_seen} "
+        f"encoder {system.encoder} {system.encoder_kwargs}, views {data.view_size}px x "
+        f"{train.views_per_image}, {train.steps} steps x {train.batch_size} = {profile.images_seen} "
         f"images seen per run; seeds {list(profile.seeds)}, orderings {list(profile.orderings)}; out {out}"
     )
     if args.time_budget is not None and not args.time_budget >= 0:
@@ -163,13 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shard {k}/{n}: {len(runs)} runs")
     if args.reuse:
         try:
-            reused = reuse_runs(runs, profile, [Path(f) for f in args.reuse], device, write=not args.dry_run)
+            reused = reuse_runs(runs, [Path(f) for f in args.reuse], profile.tasks, write=not args.dry_run)
         except ValueError as e:
             raise SystemExit(f"reproduce: {e}") from e
         verb = "would reuse (the plan below lists them as todo)" if args.dry_run else "reused"
         for path, r in reused.items():
-            unchecked = f" ({r['unchecked']} without a recipe record to check)" if r["unchecked"] else ""
-            print(f"{verb} {r['written']} finished runs from {path}{unchecked}")
+            print(f"{verb} {r['written']} finished runs from {path}")
             if r["skipped"]:
                 print(f"  not reused ({len(r['skipped'])}): " + ", ".join(r["skipped"]))
     if args.dry_run:
@@ -180,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     mapped: dict[str, Path | None] = {}  # row -> its value map (AB rows: the first finished run's)
     began = time.monotonic()
     for i, run in enumerate(runs, 1):
-        status = run_status(run, profile)
+        status = run_status(run, profile.tasks)
         start = time.monotonic()
         late = args.time_budget is not None and start - began > args.time_budget
         if status != "done" and (args.report_only or late):
@@ -242,12 +272,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _upgrade(path: Path) -> int:
+    try:
+        record = json.loads(path.read_text())
+        new, left_out = upgrade_results(record)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--upgrade {path}: {e}") from e
+    backup = path.with_name(path.stem + ".v1.json")
+    backup.write_text(path.read_text())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(new, indent=2, default=list))
+    tmp.replace(path)
+    print(f"upgraded {path}: {len(new['runs'])} runs stamped with their identity (original in {backup})")
+    if left_out:
+        print(f"  left out ({len(left_out)}): " + ", ".join(left_out))
+    return 0
+
+
 def _dry_run(runs: list[Any], profile: Any) -> int:
     remaining = 0
     est = 0.0
     print(f"plan: {len(runs)} runs")
     for run in runs:
-        status = run_status(run, profile)
+        status = run_status(run, profile.tasks)
         left = 0
         if run.row.method is not None and status in ("todo", "partial"):
             left = profile.steps - steps_done(run)

@@ -2,11 +2,12 @@
 
 Three tasks (:data:`TASKS`) x three probes (:data:`PROBE_NAMES`) on the frozen final encoder of a
 run, and the curve tasks on its kept intermediate checkpoints; results are cached in the run's
-``eval.json`` and never recomputed.
+``eval.json`` under the run's identity and never recomputed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -25,8 +26,8 @@ from agents.mechanism import fixed_batches, mechanism_metrics
 from agents.pretrain import build_sampler
 from agents.valuemap import write_value_map
 
-from .profiles import Profile
-from .runner import Run, configs, random_encoder, read_json, scene_source, write_json
+from .profiles import Profile, run_configs
+from .runner import Run, random_encoder, read_json, scene_source, write_json
 
 __all__ = [
     "MECHANISM_BATCHES",
@@ -64,7 +65,7 @@ class ProbeSet:
 
     def __init__(self, profile: Profile, device: str) -> None:
         self.profile, self.device = profile, device
-        self.size = profile.probe_view_size or profile.view_size
+        self.size = profile.probe_view_size or profile.data.view_size
         self._data: dict[str, ProbeData] = {}
         self.render_s: dict[str, float] = {}  # seconds spent rendering each task's probe views
 
@@ -144,9 +145,9 @@ def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> d
     """
     path = run.dir / "eval.json"
     ev = read_json(path) or {}
-    if not profile.made_by(ev.get("fingerprint"), run.row):
+    if ev.get("identity") != run.identity:
         ev = {
-            "fingerprint": profile.fingerprint(run.row),
+            "identity": run.identity,
             "row": run.row.name,
             "seed": run.seed,
             "ordering": run.ordering,
@@ -202,7 +203,8 @@ def run_mechanism(run: Run, profile: Profile, checkpoint: Path, device: str) -> 
     on the same images and boxes (rows with other views or crops draw their own).
     """
     start = time.perf_counter()
-    data, _, train = configs(profile, run, device)
+    data, _, train = run_configs(profile, run.row, run.ordering)
+    data = dataclasses.replace(data, device=device)
     sampler = build_sampler(data, seed=0, method=run.row.method)
     batches = fixed_batches(sampler, MECHANISM_BATCHES, train.batch_size, train.views_per_image)
     system = load_system(checkpoint, device)
@@ -228,7 +230,7 @@ def write_row_value_map(run: Run, profile: Profile, probes: ProbeSet, out: Path,
         return None
     system = load_system(run.dir, device)
     png, _ = write_value_map(
-        system, probes.source("test"), VALUEMAP_IMAGE, png.parent, view_size=profile.view_size,
+        system, probes.source("test"), VALUEMAP_IMAGE, png.parent, view_size=profile.data.view_size,
         device=device, stem=run.row.name,
     )  # fmt: skip
     return png

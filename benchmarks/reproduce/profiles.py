@@ -40,15 +40,23 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.pretrain import AUGMENTED_BASES
+import torch
 
-__all__ = ["PAIRS", "PROFILES", "Profile", "RowSpec", "expand_rows", "parse_row"]
+from agents.pretrain import AUGMENTED_BASES, DataConfig
+from agents.rundir import NON_NUMERIC_FIELDS
+from agents.systems import SystemConfig
+from agents.train_config import TrainConfig
+
+__all__ = [
+    "PAIRS", "PROFILES", "Profile", "RowSpec", "expand_rows", "parse_row", "profile_from_dict", "run_configs",
+    "run_identity",
+]  # fmt: skip
 
 #: (base, AB) pairs, in table order.
 PAIRS: tuple[tuple[str, str], ...] = (("clip", "abclip"), ("simclr", "absimclr"), ("dino", "abdino"))
 ALL_PAIRS: tuple[str, ...] = tuple(m for pair in PAIRS for m in pair)
 #: Scene fields that only change captions (not pixels, layouts or labels): rows that read no
-#: caption leave them out of their fingerprint (:meth:`Profile.fingerprint`).
+#: caption leave them out of their identity (:func:`run_identity`).
 CAPTION_FIELDS: tuple[str, ...] = ("caption_fraction", "caption_words")
 #: The paper's ablations (issue 7 item 4) and the departures from METHOD.md that earlier profiles made
 #: by default (issue 19: 2 views, augmented AB views, crops of 20-100%), as suffixes of an AB row.
@@ -152,27 +160,23 @@ def parse_row(name: str) -> RowSpec:
 
 @dataclass(frozen=True)
 class Profile:
-    """Everything one comparison holds fixed; see :data:`PROFILES`."""
+    """Everything one comparison holds fixed; see :data:`PROFILES`.
+
+    A profile *holds* the three training configs (it copies none of their fields): every row of it
+    trains with ``data``, ``system`` and ``train``, changed only by the row's method and knobs and by
+    the run's seed and ordering (:func:`run_configs`). Their fields mean what they mean for
+    ``vpt pretrain``; ``data.source`` is ignored (the source is the profile's ``scenes``, split
+    ``"train"``), and so are ``system.method`` (the row's), ``train.seed`` (the ordering) and
+    ``train``'s output fields (the harness sets them per run).
+    """
 
     name: str
     description: str
     scenes: dict[str, Any]
     """:class:`~vpt_env.data.scenes.SceneConfig` keywords of the pre-training scenes (split "train")."""
-    view_size: int
-    encoder: str
-    encoder_kwargs: dict[str, Any]
-    system: dict[str, Any]
-    """SystemConfig keywords shared by every row (head widths, gamma, ...)."""
-    steps: int
-    batch_size: int
-    views_per_image: int = 4
-    scale: tuple[float, float] = (0.05, 1.0)
-    """Crop area range of the training views (``DataConfig.scale``; the paper: 0.05 to 1)."""
-    augment: bool | None = None
-    """``DataConfig.augment`` (None: colour/flip/blur augmentation for the SimCLR and DINO families only)."""
-    lr: float = 1e-3
-    warmup_steps: int = 0
-    weight_decay: float = 0.05
+    data: DataConfig
+    system: SystemConfig
+    train: TrainConfig
     seeds: tuple[int, ...] = (0, 1, 2)
     """Model-initialisation seeds (``torch.manual_seed`` before the system is built)."""
     orderings: tuple[int, ...] = (0,)
@@ -188,7 +192,7 @@ class Profile:
     probe_test_images: int = 500
     """Test-split scenes (held-out object instances) for the object-crop probe's test side."""
     probe_view_size: int | None = None
-    """Side of the probe views (None: ``view_size``)."""
+    """Side of the probe views (None: ``data.view_size``)."""
     linear_epochs: int = 100
     attentive_epochs: int = 30
     knn_k: int = 20
@@ -197,53 +201,150 @@ class Profile:
     """Intermediate checkpoints per run evaluated for the score-vs-images-seen plot (0: final only)."""
     curve_tasks: tuple[str, ...] = ("scene", "heldout")
     curve_probes: tuple[str, ...] = ("linear", "attentive")
-    device: str = "cpu"
-    threads: int | None = None
     est_step_s: float | None = None
     """Rough seconds per training step of a base row on the intended machine (dry-run estimate)."""
 
     @property
+    def steps(self) -> int:
+        return self.train.steps
+
+    @property
+    def batch_size(self) -> int:
+        return self.train.batch_size
+
+    @property
     def images_seen(self) -> int:
         """Images each trained run sees: ``steps * batch_size`` (same for every row)."""
-        return self.steps * self.batch_size
+        return self.train.steps * self.train.batch_size
 
     def scene_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """The SceneSource keywords with ``overrides`` (tuples kept as tuples)."""
         return {**self.scenes, **overrides}
 
-    def fingerprint(self, row: RowSpec | None = None) -> str:
-        """Hash of every field that changes a run's numbers (not seeds, rows, device or threads).
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as JSON values (``results.json`` stores it; :func:`profile_from_dict` reads it)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.update(
+            data=dataclasses.asdict(self.data),
+            system=self.system.to_dict(),
+            train=dataclasses.asdict(self.train),
+        )
+        return json.loads(json.dumps(d, default=list))
 
-        With ``row``: the fields that change *that row's* numbers. A row that reads no caption
-        (:attr:`RowSpec.reads_captions` false) leaves out the scenes' ``caption_fraction`` and
-        ``caption_words`` (captions change no pixel, layout or label, unless the scenes'
-        ``annotate="captioned"`` drops the uncaptioned scenes' labels), so its runs stay valid when
-        only the captions change; the test ``test_rows_reading_no_caption_train_the_same_under_any_captions``
-        trains such rows under two caption settings and checks that nothing differs.
-        """
-        d = dataclasses.asdict(self)
-        for key in (
-            "name", "description", "seeds", "orderings", "rows", "first_seed_rows", "device", "threads",
-            "est_step_s",
-        ):  # fmt: skip
-            d.pop(key)
-        if row is not None and not row.reads_captions and d["scenes"].get("annotate", "all") == "all":
-            # (with annotate="captioned" the caption fraction decides which scenes keep their labels)
-            d["scenes"] = {k: v for k, v in d["scenes"].items() if k not in CAPTION_FIELDS}
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
-    def made_by(self, stored: object, row: RowSpec) -> bool:
-        """Whether a run record stamped with fingerprint ``stored`` holds ``row``'s numbers under this
-        profile: its row fingerprint, or the whole profile's (which covers more, so implies it; runs
-        recorded before row fingerprints carry that one)."""
-        return stored in (self.fingerprint(row), self.fingerprint())
+def profile_from_dict(d: dict[str, Any]) -> Profile:
+    """The :class:`Profile` of :meth:`Profile.to_dict` (lists back to tuples where the fields hold tuples).
+
+    Raises:
+        ValueError: fields this version does not know, or a config that does not build.
+    """
+    names = {f.name for f in dataclasses.fields(Profile)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"profile fields {unknown} are unknown to this version")
+    try:
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kwargs["scenes"] = _tuples(d["scenes"])
+        kwargs["data"] = DataConfig(**_tuples(d["data"]))
+        kwargs["system"] = SystemConfig(**d["system"])
+        kwargs["train"] = TrainConfig(**d["train"])
+        return Profile(**kwargs)
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"the stored profile does not build here ({e})") from e
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def run_configs(
+    profile: Profile, row: RowSpec, ordering: int = 0, out_dir: str = "."
+) -> tuple[DataConfig, SystemConfig, TrainConfig]:
+    """The resolved configs of one trained run of ``row``: the profile's, with the row's method and
+    knobs, the profile's scenes as the source and ``ordering`` as ``TrainConfig.seed``."""
+    source = json.dumps({"scenes": {**profile.scenes, "split": "train"}}, sort_keys=True, default=list)
+    data = dataclasses.replace(profile.data, source=source, **row.data)
+    system = dataclasses.replace(profile.system, method=row.method or "simclr", **row.system)
+    steps = profile.train.steps
+    if profile.curve_points > 0:
+        # curve_points step files below the last step, plus the one a periodic save may write at
+        # (or next to) the end: keep them all (steps not divisible by curve_points + 1 made one more)
+        every, keep = max(1, steps // (profile.curve_points + 1)), profile.curve_points + 2
+    else:
+        every, keep = max(1, steps // 10), 0
+    train = dataclasses.replace(
+        profile.train,
+        log_every=max(1, min(10, steps // 4)),
+        checkpoint_every=every,
+        keep_checkpoints=keep,
+        out_dir=out_dir,
+        seed=ordering,
+        progress=False,
+        **row.train,
+    )
+    return data, system, train
+
+
+def _numeric(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in NON_NUMERIC_FIELDS}
+
+
+def _probe_scenes(profile: Profile, reads_captions: bool) -> dict[str, Any]:
+    """The scenes as they change a run's numbers: a row that reads no caption, like every probe,
+    leaves out the caption fields (unless ``annotate="captioned"``, where captions decide labels)."""
+    if reads_captions or profile.scenes.get("annotate", "all") != "all":
+        return dict(profile.scenes)
+    return {k: v for k, v in profile.scenes.items() if k not in CAPTION_FIELDS}
+
+
+def run_identity(profile: Profile, row: RowSpec, seed: int, ordering: int) -> str:
+    """A run's identity: the hash of everything that changes its numbers.
+
+    That is its resolved configs (:func:`run_configs`) less :data:`agents.rundir.NON_NUMERIC_FIELDS`,
+    the kind of device (CUDA runs use bf16 autocast), the model-initialisation ``seed``, and the
+    probe settings with their scenes. Captions are left out of a row that reads none (all but the
+    CLIP family), so its runs stand when only the captions change; the test
+    ``test_rows_reading_no_caption_train_the_same_under_any_captions`` checks that this is so.
+    A run is done when its ``eval.json`` carries this identity, and ``--reuse`` takes a stored run
+    whose identity equals it; nothing else decides whether two runs are the same.
+    """
+    data, system, train = run_configs(profile, row, ordering)
+    parts: dict[str, Any] = {
+        "init_seed": seed,
+        "device": torch.device(profile.data.device).type,
+        "system": _numeric(system.to_dict()),
+        "probes": {
+            "scenes": _probe_scenes(profile, False),
+            **{f: getattr(profile, f) for f in _PROBE_FIELDS},
+            "probe_view_size": profile.probe_view_size or profile.data.view_size,
+        },
+    }
+    if row.method is not None:
+        d = _numeric(dataclasses.asdict(data))
+        d["source"] = {"scenes": {**_probe_scenes(profile, row.reads_captions), "split": "train"}}
+        parts.update(data=d, train=_numeric(dataclasses.asdict(train)))
+    else:  # the untrained encoder: only its construction matters
+        parts["system"] = {k: parts["system"][k] for k in ("encoder", "encoder_kwargs")}
+    text = json.dumps(parts, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: Profile fields that change a run's probe results (its identity holds them; which tasks and curve
+#: points are measured does not change any one result: ``eval.json`` keys them).
+_PROBE_FIELDS: tuple[str, ...] = (
+    "probe_images",
+    "probe_test_images",
+    "linear_epochs",
+    "attentive_epochs",
+    "knn_k",
+)
 
 
 def _ablations(profile: Profile) -> list[str]:
     """The ablation rows of ``profile.ablation_of``, less ``augab`` where the base's views are not
     augmented (it would train the AB row again under another name)."""
     base = profile.ablation_of.removeprefix("ab")
-    augmented = profile.augment if profile.augment is not None else base in AUGMENTED_BASES
+    augmented = profile.data.augment if profile.data.augment is not None else base in AUGMENTED_BASES
     return [f"{profile.ablation_of}-{s}" for s in ABLATION_SUFFIXES if augmented or s != "augab"]
 
 
@@ -292,25 +393,22 @@ _CPU_SCENES: dict[str, Any] = dict(
 _QUICK_SCENES: dict[str, Any] = {
     **_CPU_SCENES, "background": ("flat",), "caption_words": ("size", "position"),
 }  # fmt: skip
-_CPU_ENCODER = dict(width=32, depth=4, downsample=8)  # 32 px views -> 4x4 tokens
-_CPU_SYSTEM = dict(embed_dim=128, hidden_dim=256, decoder_dim=128, gamma=0.5, dino_prototypes=256)
+_CPU_SYSTEM = SystemConfig(
+    "simclr", encoder="cnn", encoder_kwargs=dict(width=32, depth=4, downsample=8),  # 32 px views: 4x4 tokens
+    embed_dim=128, hidden_dim=256, decoder_dim=128, gamma=0.5, dino_prototypes=256,
+)  # fmt: skip
 
 _CPU_QUICK = Profile(
     name="cpu-quick",
     description="calibration rows plus the CLIP/ABCLIP pair, 3 seeds; under 60 min on 2 CPU cores",
     scenes=_QUICK_SCENES,
-    view_size=32,
-    encoder="cnn",
-    encoder_kwargs=_CPU_ENCODER,
+    # METHOD.md's views: 4 per image (TrainConfig's default), crops of 5-100% of the scene
+    # (DataConfig's default), AB's views crops only.
+    data=DataConfig(view_size=32, threads=2),
     system=_CPU_SYSTEM,
     # 4 views per image cost twice the encoder work of 2 per image: the batch went from 256 to 128
     # images to fit the hour (issue 19: size steps and batch, not the views).
-    steps=800,
-    batch_size=128,
-    views_per_image=4,
-    scale=(0.05, 1.0),
-    lr=1e-3,
-    warmup_steps=30,
+    train=TrainConfig(steps=800, batch_size=128, lr=1e-3, warmup_steps=30),
     seeds=(0, 1, 2),
     orderings=(0,),
     rows=("random", "supervised", "clip", "abclip"),
@@ -320,7 +418,6 @@ _CPU_QUICK = Profile(
     linear_epochs=100,
     attentive_epochs=30,
     curve_points=2,
-    threads=2,
     est_step_s=0.3,
 )
 
@@ -340,10 +437,11 @@ PROFILES: dict[str, Profile] = {
                 background=("flat",),
                 caption_fraction=0.5,
             ),
-            view_size=16,
-            encoder="cnn",
-            encoder_kwargs=dict(width=8, depth=2, downsample=4),
-            system=dict(
+            data=DataConfig(view_size=16, threads=1),
+            system=SystemConfig(
+                "simclr",
+                encoder="cnn",
+                encoder_kwargs=dict(width=8, depth=2, downsample=4),
                 embed_dim=16,
                 hidden_dim=16,
                 decoder_dim=16,
@@ -352,9 +450,7 @@ PROFILES: dict[str, Profile] = {
                 text_depth=1,
                 text_max_len=64,
             ),
-            steps=4,
-            batch_size=8,
-            views_per_image=4,
+            train=TrainConfig(steps=4, batch_size=8),
             seeds=(0,),
             orderings=(0,),
             rows=("random", "simclr", "absimclr"),
@@ -365,11 +461,10 @@ PROFILES: dict[str, Profile] = {
             attentive_epochs=2,
             knn_k=5,
             curve_points=2,
-            threads=1,
         ),
         _CPU_QUICK,
-        # cpu-quick's fields (so its fingerprint: cpu-quick's runs are cpu-full's ordering-0
-        # CLIP/ABCLIP runs and can be copied over), with every pair and 2 orderings.
+        # cpu-quick's configs (so cpu-quick's runs are cpu-full's ordering-0 CLIP/ABCLIP runs, with
+        # the same identities: --reuse copies them), with every pair and 2 orderings.
         dataclasses.replace(
             _CPU_QUICK,
             name="cpu-full",
@@ -384,18 +479,20 @@ PROFILES: dict[str, Profile] = {
             description="every pair, 3 seeds, a 2x wider CNN and 4 views per image; 6 min on one H100 as "
             "3 processes, one per seed, with class-only captions (benchmarks/gpu_session.sh reproduce)",
             scenes={**_QUICK_SCENES, "n_images": 10_000},
-            view_size=32,
-            encoder="cnn",
-            encoder_kwargs=dict(width=64, depth=4, downsample=8),
-            system=dict(embed_dim=256, hidden_dim=512, decoder_dim=192, gamma=0.5, dino_prototypes=512),
+            data=DataConfig(view_size=32, device="cuda", threads=4),
+            system=SystemConfig(
+                "simclr",
+                encoder="cnn",
+                encoder_kwargs=dict(width=64, depth=4, downsample=8),
+                embed_dim=256,
+                hidden_dim=512,
+                decoder_dim=192,
+                gamma=0.5,
+                dino_prototypes=512,
+            ),
             # 300 steps: what fitted the 15-minute device budget with 3 seeds x 7 rows (measured:
             # 33-49 s per run with its probes, 3 processes on one H100).
-            steps=300,
-            batch_size=256,
-            views_per_image=4,
-            scale=(0.05, 1.0),
-            lr=1e-3,
-            warmup_steps=50,
+            train=TrainConfig(steps=300, batch_size=256, lr=1e-3, warmup_steps=50),
             seeds=(0, 1, 2),
             orderings=(0,),
             rows=("random", "supervised", *ALL_PAIRS),
@@ -404,8 +501,6 @@ PROFILES: dict[str, Profile] = {
             linear_epochs=100,
             attentive_epochs=30,
             curve_points=0,
-            device="cuda",
-            threads=4,
             est_step_s=0.05,
         ),
     )

@@ -13,6 +13,10 @@ from agents.mechanism import MECHANISM_KEYS
 from .probing import PROBE_NAMES, TASKS
 from .profiles import PAIRS, Profile, parse_row
 
+#: Version of ``results.json``: 2 stamps each run with its identity (:func:`~.profiles.run_identity`);
+#: files without ``format`` (1: row fingerprints) are converted once by ``benchmarks/reproduce/upgrade.py``.
+RESULTS_FORMAT = 2
+
 __all__ = ["mechanism_summary", "paired_differences", "summarise", "write_outputs"]
 
 
@@ -334,8 +338,7 @@ def write_outputs(
     evals = [r["eval"] for r in runs if r.get("eval")]
     summary = summarise(evals, profile.tasks)
     stamp = (
-        f"profile `{profile.name}` (fingerprint {profile.fingerprint()}{_captionless(profile, evals)}, "
-        f"{profile.images_seen} images seen "
+        f"profile `{profile.name}` ({profile.images_seen} images seen "
         f"per run: {profile.steps} steps x {profile.batch_size}); machine: {machine['device_name']} "
         f"({machine['device']}), {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads; "
         f"{machine['date']}; commit {machine['commit']}"
@@ -351,21 +354,16 @@ def write_outputs(
         + "), in percent.",
         "",
     ]
-    reused: dict[str, list[int]] = {}  # source -> [runs, trained runs without a recipe record]
+    reused: dict[str, int] = {}  # source -> runs
     for r in runs:
         src = (r.get("eval") or {}).get("reused_from")
         if src:
             name = f"{Path(src['file']).parent.name}/{Path(src['file']).name} (commit {src.get('commit')})"
-            count = reused.setdefault(name, [0, 0])
-            count[0] += 1
-            count[1] += bool(r.get("train")) and "recipe" not in r["train"]
+            reused[name] = reused.get(name, 0) + 1
     if reused:
         parts += [
-            "Reused from earlier reports (same row fingerprint; each run's `reused_from` in results.json): "
-            + ", ".join(
-                f"{n} runs from {name}" + (f" ({bare} trained before configs were recorded)" if bare else "")
-                for name, (n, bare) in reused.items()
-            )
+            "Reused from earlier reports (same run identity; each run's `reused_from` in results.json): "
+            + ", ".join(f"{n} runs from {name}" for name, n in reused.items())
             + ".",
             "",
         ]
@@ -442,7 +440,8 @@ def write_outputs(
     paths["table"].write_text("\n".join(parts))
     record = {
         "machine": machine,
-        "profile": {**_jsonable(profile), "fingerprint": profile.fingerprint()},
+        "format": RESULTS_FORMAT,
+        "profile": profile.to_dict(),
         "summary": summary,
         "paired": paired,
         "mechanism": mech,
@@ -456,16 +455,3 @@ def write_outputs(
         for p in _plots(summary, evals, profile, out, title):
             paths[p.stem] = p
     return paths
-
-
-def _captionless(profile: Profile, evals: list[dict[str, Any]]) -> str:
-    """``"; rows reading no caption: <fp>"`` where the report has such rows (their row fingerprint)."""
-    fps = {profile.fingerprint(parse_row(e["row"])) for e in evals if not parse_row(e["row"]).reads_captions}
-    fps.discard(profile.fingerprint())
-    return f"; rows reading no caption: {', '.join(sorted(fps))}" if fps else ""
-
-
-def _jsonable(profile: Profile) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(profile)

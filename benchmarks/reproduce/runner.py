@@ -1,13 +1,13 @@
 """Run directories and training of the reproduction benchmark (probing: :mod:`.probing`).
 
 One run = (row, seed, ordering) = one :func:`agents.pretrain.pretrain` run directory
-``<out>/<row>/s<seed>o<ordering>`` holding, besides the trainer's files, ``reproduce.json`` (the
-row fingerprint, written before training), ``train.json`` (written when training finished) and
-``eval.json`` (the probe results, final and per intermediate checkpoint), each stamped with the row
-fingerprint (:meth:`~.profiles.Profile.fingerprint`: rows that read no caption leave the captions
-out). A finished run is skipped; an interrupted one resumes (``pretrain`` resumes itself); probe
-results already in ``eval.json`` are never recomputed; finished runs of an earlier report can be
-reused (:mod:`.reuse`).
+``<out>/<row>/s<seed>o<ordering>`` holding, besides the trainer's files, ``train.json`` (written
+when training finished) and ``eval.json`` (the probe results, final and per intermediate
+checkpoint), each stamped with the run's identity (:func:`~.profiles.run_identity`: the hash of its
+resolved configs). A run whose ``eval.json`` carries its identity is done and skipped; an
+interrupted one resumes (``pretrain`` resumes itself, and refuses a directory trained with other
+configs); probe results already in ``eval.json`` under the identity are never recomputed; finished
+runs of an earlier report with the same identity can be reused (:mod:`.reuse`).
 
 Seeds: ``seed`` is the model initialisation (``pretrain(init_seed=seed)``: ``torch.manual_seed``
 right before the system is built; systems build the encoder first, so base, AB and ``random`` rows
@@ -27,22 +27,23 @@ from typing import Any
 import torch
 
 from agents.checkpoint import LATEST
-from agents.pretrain import DataConfig, pretrain
-from agents.rundir import NON_NUMERIC_FIELDS, config_differences
-from agents.systems import SystemConfig, make_system
-from agents.trainer import TrainConfig
+from agents.pretrain import pretrain
+from agents.systems import make_system
 
-from .profiles import Profile, RowSpec, parse_row
+from .profiles import Profile, RowSpec, parse_row, run_configs, run_identity
 
-__all__ = ["Run", "plan", "random_encoder", "recipe_difference", "row_recipe", "run_status", "train_run"]
+__all__ = ["Run", "plan", "random_encoder", "run_status", "train_run"]
 
 
 @dataclass(frozen=True)
 class Run:
+    """One planned run: a row at a model seed and a data ordering, its directory and its identity."""
+
     row: RowSpec
     seed: int
     ordering: int
     dir: Path
+    identity: str
 
     @property
     def key(self) -> str:
@@ -63,7 +64,9 @@ def plan(profile: Profile, rows: list[str], out: Path) -> list[Run]:
                 if name in profile.first_seed_rows and not first:
                     continue
                 o = 0 if spec.method is None else ordering
-                runs.append(Run(spec, seed, o, out / name / f"s{seed}o{o}"))
+                runs.append(
+                    Run(spec, seed, o, out / name / f"s{seed}o{o}", run_identity(profile, spec, seed, o))
+                )
     return runs
 
 
@@ -89,89 +92,22 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def run_status(run: Run, profile: Profile) -> str:
-    """``"done"`` (trained and probed), ``"trained"``, ``"partial"`` (a checkpoint) or ``"todo"``.
-
-    Raises:
-        ValueError: the directory holds a run of this row made with another recipe (see
-            :func:`check_recipe`).
-    """
-    check_recipe(run, profile)
-    ev = read_json(run.dir / "eval.json")
-    trained = run.row.method is None or profile.made_by(
-        (read_json(run.dir / "train.json") or {}).get("fingerprint"), run.row
+def run_status(run: Run, tasks: tuple[str, ...]) -> str:
+    """``"done"`` (trained and probed), ``"trained"``, ``"partial"`` (a checkpoint) or ``"todo"``,
+    judged by the identity that ``train.json`` and ``eval.json`` carry (a record of another identity
+    counts as absent: the run is trained or probed again, and ``pretrain`` refuses a checkpoint
+    trained with other configs)."""
+    ev = read_json(run.dir / "eval.json") or {}
+    trained = (
+        run.row.method is None or (read_json(run.dir / "train.json") or {}).get("identity") == run.identity
     )
-    if (
-        trained
-        and ev is not None
-        and profile.made_by(ev.get("fingerprint"), run.row)
-        and all(t in ev.get("final", {}) for t in profile.tasks)
-    ):
+    if trained and ev.get("identity") == run.identity and all(t in ev.get("final", {}) for t in tasks):
         return "done"
     if run.row.method is None:
         return "todo"
     if trained:
         return "trained"
     return "partial" if (run.dir / LATEST).is_file() else "todo"
-
-
-def check_recipe(run: Run, profile: Profile) -> None:
-    """Refuse a run directory whose stored configs (``run.json``, or for a run reused from a report
-    the ``recipe`` of its ``train.json``) differ from the row's recipe now.
-
-    The row fingerprint covers what the profile fixes; this covers what the row adds (its
-    knobs) and the configs' defaults, so a knob whose meaning changed cannot pass old results off as
-    new ones (see :func:`recipe_difference` for what is not compared).
-
-    Raises:
-        ValueError: naming the run directory and the first differing field.
-    """
-    if run.row.method is None:
-        return
-    stored = read_json(run.dir / "run.json")
-    if stored is None:
-        stored = (read_json(run.dir / "train.json") or {}).get("recipe")
-    if not isinstance(stored, dict):  # none, or unreadable: pretrain's to judge
-        return
-    diff = recipe_difference(stored, profile, run.row)
-    if diff is not None:
-        raise ValueError(
-            f"{run.dir} holds {run.key} trained with {diff}; move the directory away (or pass another "
-            "--out) to rerun it"
-        )
-
-
-#: Config fields a recipe does not compare: those that change no number of a run
-#: (:data:`agents.rundir.NON_NUMERIC_FIELDS`: the machine, bookkeeping, ``num_classes``), plus
-#: ``source`` (the row fingerprint covers it: its name carries it) and ``seed`` (the ordering: the
-#: run's identity, not the row's).
-_NOT_RECIPE = NON_NUMERIC_FIELDS | {"source", "seed"}
-
-
-def row_recipe(profile: Profile, row: RowSpec) -> dict[str, Any]:
-    """The row's three configs as ``run.json`` stores them (``system``, ``data``, ``train``; JSON
-    values), for any run of the row (seed, ordering and paths aside)."""
-    data, system, train = configs(profile, Run(row, 0, 0, Path(".")), "cpu")
-    parts = {"system": system.to_dict(), "data": dataclasses.asdict(data), "train": dataclasses.asdict(train)}
-    return json.loads(json.dumps(parts, default=list))
-
-
-def recipe_difference(stored: dict[str, Any], profile: Profile, row: RowSpec) -> str | None:
-    """The first field where stored configs (``{"system": ..., "data": ..., "train": ...}``) differ
-    from the row's recipe now, as ``"<part> <key>=<old>, but the row's recipe now gives <key>=<new>"``;
-    None if none.
-
-    Not compared: fields the stored configs lack (added since: a new field is taken to keep the old
-    behaviour by default) and :data:`_NOT_RECIPE`.
-    """
-    now = row_recipe(profile, row)
-    parts = {part: stored[part] for part in ("system", "data", "train") if isinstance(stored.get(part), dict)}
-    diffs = config_differences(parts, now, _NOT_RECIPE)
-    if not diffs:
-        return None
-    field, a, b = min(diffs, key=lambda d: ("system", "data", "train").index(d[0].split(".")[0]))
-    part, key = field.split(".", 1)
-    return f"{part} {key}={a!r}, but the row's recipe now gives {key}={b!r}"
 
 
 # -- sources --------------------------------------------------------------------------------------
@@ -192,107 +128,30 @@ def scene_source(profile: Profile, **overrides: Any) -> Any:
     return _SCENES[key]
 
 
-def register_training_source(profile: Profile, row: RowSpec) -> str:
-    """Register the profile's pre-training scenes as an embedded dataset name for ``DataConfig.source``.
-
-    ``DataConfig.source`` must be JSON-able (it is written to ``run.json``), so a configured
-    ``SceneSource`` cannot be passed; the name carries the row fingerprint, so ``pretrain``
-    refuses to resume a run directory made with other scenes (or, for a row that reads captions,
-    other captions).
-    """
-    from vpt_env.data.embedded import EMBEDDED
-
-    name = f"reproduce-{profile.name}-{profile.fingerprint(row)}"
-    if name not in EMBEDDED:
-        EMBEDDED[name] = lambda: scene_source(profile, split="train")
-    return name
-
-
 # -- configs and training ---------------------------------------------------------------------------
-
-
-def system_config(profile: Profile, row: RowSpec) -> SystemConfig:
-    method = row.method or "simclr"  # random: the encoder of any method (built first, same weights)
-    return SystemConfig(
-        method,
-        encoder=profile.encoder,
-        encoder_kwargs=dict(profile.encoder_kwargs),
-        **{**profile.system, **row.system},
-    )
-
-
-def data_config(profile: Profile, row: RowSpec, device: str) -> DataConfig:
-    """The data config of a trained row (the profile's scenes and views, plus the row's knobs)."""
-    fields = dict(view_size=profile.view_size, scale=tuple(profile.scale), augment=profile.augment)
-    return DataConfig(source=register_training_source(profile, row), device=device, **{**fields, **row.data})
-
-
-def configs(profile: Profile, run: Run, device: str) -> tuple[DataConfig, SystemConfig, TrainConfig]:
-    """The three configs of a trained run."""
-    if profile.curve_points > 0:
-        # curve_points step files below the last step, plus the one a periodic save may write at
-        # (or next to) the end: keep them all (steps not divisible by curve_points + 1 made one more)
-        every, keep = max(1, profile.steps // (profile.curve_points + 1)), profile.curve_points + 2
-    else:
-        every, keep = max(1, profile.steps // 10), 0
-    data = data_config(profile, run.row, device)
-    train = TrainConfig(
-        steps=profile.steps,
-        batch_size=profile.batch_size,
-        views_per_image=profile.views_per_image,
-        lr=profile.lr,
-        warmup_steps=profile.warmup_steps,
-        weight_decay=profile.weight_decay,
-        log_every=max(1, min(10, profile.steps // 4)),
-        checkpoint_every=every,
-        keep_checkpoints=keep,
-        out_dir=str(run.dir),
-        seed=run.ordering,
-        progress=False,
-    )
-    train = dataclasses.replace(train, **run.row.train)
-    return data, system_config(profile, run.row), train
 
 
 def train_run(run: Run, profile: Profile, device: str) -> dict[str, Any] | None:
     """Train ``run`` (resuming it) unless it already finished; returns its ``train.json`` (None: random)."""
     if run.row.method is None:
         return None
-    fp = profile.fingerprint(run.row)
     done = read_json(run.dir / "train.json")
-    if done is not None and profile.made_by(done.get("fingerprint"), run.row):
+    if done is not None and done.get("identity") == run.identity:
         return done
-    data, system, train = configs(profile, run, device)
+    data, system, train = run_configs(profile, run.row, run.ordering, str(run.dir))
+    data = dataclasses.replace(data, device=device)
     run.dir.mkdir(parents=True, exist_ok=True)
-    meta = read_json(run.dir / "reproduce.json")
-    if meta is not None and not profile.made_by(meta.get("fingerprint"), run.row):
-        raise ValueError(
-            f"{run.dir} was made by profile {meta.get('profile')!r} with other settings "
-            f"(fingerprint {meta.get('fingerprint')} != {fp}); pass another --out"
-        )
-    write_json(
-        run.dir / "reproduce.json",
-        {
-            "profile": profile.name,
-            "fingerprint": fp,
-            "row": run.row.name,
-            "seed": run.seed,
-            "ordering": run.ordering,
-            "images_seen": profile.images_seen,
-        },
-    )
     start = time.monotonic()
     result = pretrain(data, system, train, init_seed=run.seed)  # the sampler and loop use train.seed
     if result.get("stopped") != "done":
         raise RuntimeError(f"{run.key} stopped early ({result.get('stopped')}); rerun to resume")
     record = {
-        "fingerprint": fp,
+        "identity": run.identity,
         "step": result["step"],
         "images_seen": result["step"] * profile.batch_size,
         "loss": result["loss"],
         "metrics": result["metrics"],
         "wall_s_last_call": time.monotonic() - start,
-        "recipe": row_recipe(profile, run.row),  # what --reuse checks a stored run against
     }
     write_json(run.dir / "train.json", record)
     return record
@@ -301,7 +160,8 @@ def train_run(run: Run, profile: Profile, device: str) -> dict[str, Any] | None:
 def random_encoder(profile: Profile, seed: int, device: str) -> torch.nn.Module:
     """The untrained encoder every trained row of ``seed`` starts from."""
     torch.manual_seed(seed)
-    return make_system(system_config(profile, parse_row("random"))).encoder.to(device).eval()
+    _, system, _ = run_configs(profile, parse_row("random"))
+    return make_system(system).encoder.to(device).eval()
 
 
 def machine_info(device: str) -> dict[str, Any]:
