@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reproduce.cli import RESULTS, parse_ints
-from reproduce.probing import ProbeSet
-from reproduce.profiles import PROFILES, expand_rows
-from reproduce.runner import machine_info, plan, random_encoder, read_json, run_status
+from reproduction.cli import RESULTS, parse_ints
+from reproduction.probing import ProbeSet
+from reproduction.profiles import PROFILES, expand_rows
+from reproduction.runner import machine_info, plan, random_encoder, read_json, run_status
 
 from agents.eval import extract_features, knn_eval, pca_whiten, spectrum_stats
 from agents.export import load_encoder

@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reproduce.runner import machine_info
+from reproduction.runner import machine_info
 
 from agents.known_answer import FitConfig, action_information, exact_gvf, fit_gvf, make_mdp, max_temperature
 

@@ -5,7 +5,7 @@ Usage::
     python benchmarks/reproduce.py --profile cpu-quick [--rows ROWS] [--out DIR] [--device cpu]
         [--threads N] [--seeds 0,1,2] [--orderings 0,1] [--reuse RESULTS_JSON] [--dry-run] [--no-plots]
 
-Profiles (``benchmarks/reproduce/profiles.py``): ``cpu-quick`` (random / supervised calibration
+Profiles (``benchmarks/reproduction/profiles.py``): ``cpu-quick`` (random / supervised calibration
 rows plus CLIP/ABCLIP, 3 seeds; 51 min on 2 CPU cores), ``cpu-full`` (every pair, 3 seeds x 2 data
 orderings, cpu-quick's settings; resumable), ``gpu`` (every pair, a 2x wider CNN, 4 views per image;
 6 min on one H100 as 3 processes, measured with class-only captions) and ``smoke`` (tests).
@@ -19,9 +19,10 @@ Each (row, seed, ordering) is a resumable ``vpt pretrain`` run directory
 results are cached in each run's ``eval.json``. Runs are stamped with their identity, the hash of
 their resolved configs (which leaves the captions out for rows that never read them: all but the
 CLIP family), so ``--reuse`` can take an earlier report's finished runs (its ``results.json``)
-wherever the identity matches; ``--upgrade`` converts a report of the older format once. Probes (linear, kNN, attention pooling) on three
-tasks: ``scene`` (multi-label mAP), ``region`` (object-in-region top-1, split by image) and
-``heldout`` (object crops, probe trained on training instances, tested on held-out instances).
+wherever the identity matches; ``--upgrade`` converts a report of the older format once. Probes
+(linear, kNN, attention pooling) on three tasks: ``scene`` (multi-label mAP), ``region`` (object-in-
+region top-1, split by image) and ``heldout`` (object crops, probe trained on training instances,
+tested on held-out instances).
 Writes ``table.md``, ``results.json``, ``curves.png`` (score against images seen) and ``pairs.png``
 (AB against its base with the seed spread) under ``<out>`` (default
 ``benchmarks/results/reproduce/<profile>``), stamped with the machine, profile and date.
@@ -30,13 +31,8 @@ Writes ``table.md``, ``results.json``, ``curves.png`` (score against images seen
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-# ``benchmarks`` is not an installed package: import the ``reproduce`` package next to this file
-# (a package directory takes precedence over this module of the same name).
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from reproduce.cli import main
+from reproduction.cli import main  # the package next to this script (its directory is sys.path[0])
 
 if __name__ == "__main__":
     sys.exit(main())

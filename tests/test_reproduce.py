@@ -21,10 +21,10 @@ TASKS = ("scene", "region", "heldout")
 PROBES = ("linear", "knn", "attentive")
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from reproduce.cli import apply_overrides, parse_ints  # noqa: E402
-from reproduce.profiles import PROFILES, expand_rows, parse_row, run_configs, run_identity  # noqa: E402
-from reproduce.report import paired_differences, run_times  # noqa: E402
-from reproduce.runner import plan, run_status, train_run  # noqa: E402
+from reproduction.cli import apply_overrides, parse_ints  # noqa: E402
+from reproduction.profiles import PROFILES, expand_rows, parse_row, run_configs, run_identity  # noqa: E402
+from reproduction.report import paired_differences, run_times  # noqa: E402
+from reproduction.runner import plan, run_status, train_run  # noqa: E402
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -20,10 +20,10 @@ SCRIPT = ROOT / "benchmarks" / "reproduce.py"
 V1_REPORT = ROOT / "docs" / "results" / "reproduce-cpu-quick" / "results.v1.json"
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from reproduce import runner  # noqa: E402
-from reproduce.cli import apply_overrides  # noqa: E402
-from reproduce.profiles import PROFILES, parse_row, run_identity  # noqa: E402
-from reproduce.reuse import read_results, upgrade_results  # noqa: E402
+from reproduction import runner  # noqa: E402
+from reproduction.cli import apply_overrides  # noqa: E402
+from reproduction.profiles import PROFILES, parse_row, run_identity  # noqa: E402
+from reproduction.reuse import read_results, upgrade_results  # noqa: E402
 
 from agents.export import load_encoder  # noqa: E402
 
