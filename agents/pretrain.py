@@ -44,6 +44,7 @@ from agents.systems import SystemConfig, make_system
 from agents.train_config import check_int
 from agents.trainer import TrainConfig, Trainer
 from vpt_env import TransitionSampler
+from vpt_env.core.state import check_range
 from vpt_env.data.sources import SubsetSource, resolve_source
 
 __all__ = [
@@ -121,6 +122,7 @@ class DataConfig:
         self.scale = _area_range("scale", self.scale)
         if self.iou_range is not None:
             self.iou_range = tuple(self.iou_range)  # type: ignore[assignment]
+            check_range("iou_range", self.iou_range, 0.0, 1.0)
         if self.augment is not None and not isinstance(self.augment, bool):
             raise TypeError(f"augment must be None, True or False, got {self.augment!r}")
         if self.ab_views not in AB_VIEWS:

@@ -61,8 +61,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.out_dir = str(self.out_dir)
-        for name in ("steps", "batch_size", "views_per_image"):
+        for name in ("steps", "batch_size"):
             check_int(name, getattr(self, name), 1)
+        check_int("views_per_image", self.views_per_image, 2)  # every method pairs views of an image
         for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "seed"):
             check_int(name, getattr(self, name), 0)
         check_int("log_every", self.log_every, 1)

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else RESULTS / profile.name
-    probes = ProbeSet(profile, args.device)
+    # (the runs keep the identity of the profile's device; the measurement runs on --device)
+    here = dataclasses.replace(profile, data=dataclasses.replace(profile.data, device=args.device))
+    probes = ProbeSet(here)
     results: list[dict[str, Any]] = []
     skipped = []
     head = ("run", "PR", "erank", "top", "cos", "kNN", "kNN white", "linear")
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     by_key = {run.key: run for run in runs}
     for run in runs:
         if run.row.method is None:
-            encoder = random_encoder(profile, run.seed, args.device)
+            encoder = random_encoder(here, run.seed)
         elif run_status(run, profile.tasks) in ("done", "trained"):
             encoder = load_encoder(run.dir, args.device)
         else:

@@ -19,10 +19,10 @@ Each (row, seed, ordering) is a resumable ``vpt pretrain`` run directory
 results are cached in each run's ``eval.json``. Runs are stamped with their identity, the hash of
 their resolved configs (which leaves the captions out for rows that never read them: all but the
 CLIP family), so ``--reuse`` can take an earlier report's finished runs (its ``results.json``)
-wherever the identity matches; ``--upgrade`` converts a report of the older format once. Probes
-(linear, kNN, attention pooling) on three tasks: ``scene`` (multi-label mAP), ``region`` (object-in-
-region top-1, split by image) and ``heldout`` (object crops, probe trained on training instances,
-tested on held-out instances).
+wherever the identity matches; ``benchmarks/upgrade_results.py`` converts a report of the older
+format once. Probes (linear, kNN, attention pooling) on three tasks: ``scene`` (multi-label mAP),
+``region`` (object-in- region top-1, split by image) and ``heldout`` (object crops, probe trained on
+training instances, tested on held-out instances).
 Writes ``table.md``, ``results.json``, ``curves.png`` (score against images seen) and ``pairs.png``
 (AB against its base with the seed spread) under ``<out>`` (default
 ``benchmarks/results/reproduce/<profile>``), stamped with the machine, profile and date.

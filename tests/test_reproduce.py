@@ -317,7 +317,7 @@ def test_a_directory_trained_with_other_configs_is_refused(tmp_path: Path, one_t
     smoke = PROFILES["smoke"]
     (run,) = plan(smoke, ["abdino-noema"], tmp_path)
     assert run_status(run, smoke.tasks) == "todo"
-    record = train_run(run, smoke, "cpu")
+    record = train_run(run, smoke)
     assert record is not None and record["identity"] == run.identity
     assert run_status(run, smoke.tasks) == "trained"
     train = json.loads((run.dir / "train.json").read_text())
@@ -327,7 +327,7 @@ def test_a_directory_trained_with_other_configs_is_refused(tmp_path: Path, one_t
     legacy = {k: v for k, v in stored["system"].items() if k != "ab_ema_target"}
     (run.dir / "run.json").write_text(json.dumps({**stored, "system": {**legacy, "ema_rate": 1.0}}))
     with pytest.raises(ValueError, match=r"holds a run with other settings: system\.ema_rate=1\.0"):
-        train_run(run, smoke, "cpu")
+        train_run(run, smoke)
 
 
 def test_shards_then_report_only(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from reproduction import runner  # noqa: E402
 from reproduction.cli import apply_overrides  # noqa: E402
 from reproduction.profiles import PROFILES, parse_row, run_identity  # noqa: E402
-from reproduction.reuse import read_results, upgrade_results  # noqa: E402
+from reproduction.reuse import read_results  # noqa: E402
+from upgrade_results import upgrade_results  # noqa: E402
 
 from agents.export import load_encoder  # noqa: E402
 
@@ -71,7 +72,7 @@ def test_rows_reading_no_caption_train_the_same_under_any_captions(tmp_path: Pat
     for k, profile in enumerate((SMOKE, other)):
         for name in ("supervised", "simclr", "absimclr", "dino", "abdino", "clip"):
             (run,) = runner.plan(profile, [name], tmp_path / str(k))
-            record = runner.train_run(run, profile, "cpu")
+            record = runner.train_run(run, profile)
             assert record is not None and record["identity"] == run.identity
             stored = json.loads((run.dir / "run.json").read_text())["data"]["source"]
             assert json.loads(stored)["scenes"]["caption_fraction"] == profile.scenes["caption_fraction"]
@@ -137,7 +138,8 @@ def test_reuse_takes_only_finished_runs_and_refuses_other_files(finished: Path, 
     old = tmp_path / "old.json"
     old.write_text(json.dumps({k: v for k, v in first.items() if k != "format"}))
     proc = _cli(tmp_path / "out", "--reuse", str(old), "--report-only", ok=False)
-    assert "made by an older version (format 1, not 2)" in proc.stderr and f"--upgrade {old}" in proc.stderr
+    assert "made by an older version (format 1, not 2)" in proc.stderr
+    assert f"upgrade_results.py {old}" in proc.stderr
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
     proc = _cli(tmp_path / "out", "--reuse", str(junk), "--report-only", ok=False)
@@ -156,7 +158,7 @@ def test_upgrade_converts_a_format_1_report_once(tmp_path: Path) -> None:
     takes its CLIP/ABCLIP runs into cpu-full; a tampered copy loses the runs that no longer check."""
     path = tmp_path / "results.json"
     shutil.copy(V1_REPORT, path)
-    cmd = [sys.executable, str(SCRIPT), "--upgrade", str(path)]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "upgrade_results.py"), str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "10 runs stamped with their identity" in proc.stdout and "left out" not in proc.stdout

@@ -15,7 +15,7 @@ import torch
 from .probing import ProbeSet, evaluate_run, write_row_value_map
 from .profiles import PROFILES, expand_rows
 from .report import write_outputs
-from .reuse import reuse_runs, upgrade_results
+from .reuse import reuse_runs
 from .runner import machine_info, plan, read_json, run_status, steps_done, train_run
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "reproduce"
@@ -80,13 +80,6 @@ def _parser() -> argparse.ArgumentParser:
         help="take finished runs from an earlier report's results.json where a stored run has a planned "
         "run's identity (e.g. SimCLR/DINO runs made with other captions, which they never read) "
         "(repeatable)",
-    )
-    p.add_argument(
-        "--upgrade",
-        default=None,
-        metavar="RESULTS_JSON",
-        help="convert a results.json of an older format in place (the original kept as "
-        "results.v1.json) and exit",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--no-plots", action="store_true")
@@ -154,8 +147,6 @@ def apply_overrides(profile: Any, items: list[str]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.upgrade:
-        return _upgrade(Path(args.upgrade))
     profile = apply_overrides(PROFILES[args.profile], args.set)
     if args.seeds:
         profile = dataclasses.replace(profile, seeds=parse_ints(args.seeds, "--seeds"))
@@ -204,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  not reused ({len(r['skipped'])}): " + ", ".join(r["skipped"]))
     if args.dry_run:
         return _dry_run(runs, profile)
-    probes = ProbeSet(profile, device)
+    probes = ProbeSet(profile)
     records: list[dict[str, Any]] = []
     missing: list[str] = []
     mapped: dict[str, Path | None] = {}  # row -> its value map (AB rows: the first finished run's)
@@ -221,12 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"[{i}/{len(runs)}] {run.key}: {status} -> training and probing", flush=True)
         train = (
-            train_run(run, profile, device)
-            if status in ("todo", "partial")
-            else read_json(run.dir / "train.json")
+            train_run(run, profile) if status in ("todo", "partial") else read_json(run.dir / "train.json")
         )
         trained = time.monotonic()
-        ev = evaluate_run(run, profile, probes, device)
+        ev = evaluate_run(run, profile, probes)
         if status != "done":
             scores = ", ".join(
                 f"{t} {100 * r['attentive'][r['metric']]:.1f}"
@@ -239,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         if mapped.get(run.row.name) is None and not args.no_plots:
-            mapped[run.row.name] = write_row_value_map(run, profile, probes, out, device)
+            mapped[run.row.name] = write_row_value_map(run, profile, probes, out)
         records.append(
             {
                 "key": run.key,
@@ -269,23 +258,6 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(paths["table"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0
-
-
-def _upgrade(path: Path) -> int:
-    try:
-        record = json.loads(path.read_text())
-        new, left_out = upgrade_results(record)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"--upgrade {path}: {e}") from e
-    backup = path.with_name(path.stem + ".v1.json")
-    backup.write_text(path.read_text())
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(new, indent=2, default=list))
-    tmp.replace(path)
-    print(f"upgraded {path}: {len(new['runs'])} runs stamped with their identity (original in {backup})")
-    if left_out:
-        print(f"  left out ({len(left_out)}): " + ", ".join(left_out))
     return 0
 
 

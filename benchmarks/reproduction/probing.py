@@ -7,7 +7,6 @@ run, and the curve tasks on its kept intermediate checkpoints; results are cache
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from pathlib import Path
@@ -63,8 +62,8 @@ class ProbeSet:
       ``probe_test_images`` test-split scenes (object instances never seen in training).
     """
 
-    def __init__(self, profile: Profile, device: str) -> None:
-        self.profile, self.device = profile, device
+    def __init__(self, profile: Profile) -> None:
+        self.profile, self.device = profile, profile.data.device
         self.size = profile.probe_view_size or profile.data.view_size
         self._data: dict[str, ProbeData] = {}
         self.render_s: dict[str, float] = {}  # seconds spent rendering each task's probe views
@@ -136,14 +135,14 @@ def step_checkpoints(run_dir: Path) -> dict[int, Path]:
     return {int(m.group(1)): p for p in run_dir.iterdir() if (m := _STEP_FILE.match(p.name))}
 
 
-def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> dict[str, Any]:
+def evaluate_run(run: Run, profile: Profile, probes: ProbeSet) -> dict[str, Any]:
     """Probe a finished run (final encoder and kept intermediate checkpoints), caching in ``eval.json``.
 
     Beside the probes, ``eval.json`` holds the run's mechanism metrics (:func:`run_mechanism`) under
     ``"mechanism"``: ``{"final": {...}, "curve": {step: {...}}}``. Only the results missing from
     ``eval.json`` are computed.
     """
-    path = run.dir / "eval.json"
+    path, device = run.dir / "eval.json", profile.data.device
     ev = read_json(path) or {}
     if ev.get("identity") != run.identity:
         ev = {
@@ -173,7 +172,7 @@ def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> d
         return ev
     run.dir.mkdir(parents=True, exist_ok=True)
     if missing:
-        encoder = load_encoder(run.dir, device) if trained else random_encoder(profile, run.seed, device)
+        encoder = load_encoder(run.dir, device) if trained else random_encoder(profile, run.seed)
         for task in missing:
             ev["final"][task] = probes.evaluate(encoder, task, PROBE_NAMES)
             write_json(path, ev)
@@ -187,24 +186,23 @@ def evaluate_run(run: Run, profile: Profile, probes: ProbeSet, device: str) -> d
             write_json(path, ev)
     if mech is not None and (mech_final or todo_mech):
         if mech_final:
-            mech["final"] = run_mechanism(run, profile, run.dir, device)
+            mech["final"] = run_mechanism(run, profile, run.dir)
             write_json(path, ev)
         for step in sorted(todo_mech):
-            mech["curve"][str(step)] = run_mechanism(run, profile, curve_steps[step], device)
+            mech["curve"][str(step)] = run_mechanism(run, profile, curve_steps[step])
             write_json(path, ev)
     return ev
 
 
-def run_mechanism(run: Run, profile: Profile, checkpoint: Path, device: str) -> dict[str, Any]:
+def run_mechanism(run: Run, profile: Profile, checkpoint: Path) -> dict[str, Any]:
     """The mechanism metrics (:mod:`agents.mechanism`) of a run's system at ``checkpoint``.
 
     Measured on :data:`MECHANISM_BATCHES` batches of the run's own data config (views, crops, AB
     views) drawn with a fixed seed: every row of a profile, and every checkpoint of a run, is measured
     on the same images and boxes (rows with other views or crops draw their own).
     """
-    start = time.perf_counter()
+    start, device = time.perf_counter(), profile.data.device
     data, _, train = run_configs(profile, run.row, run.ordering)
-    data = dataclasses.replace(data, device=device)
     sampler = build_sampler(data, seed=0, method=run.row.method)
     batches = fixed_batches(sampler, MECHANISM_BATCHES, train.batch_size, train.views_per_image)
     system = load_system(checkpoint, device)
@@ -213,7 +211,7 @@ def run_mechanism(run: Run, profile: Profile, checkpoint: Path, device: str) -> 
     return out
 
 
-def write_row_value_map(run: Run, profile: Profile, probes: ProbeSet, out: Path, device: str) -> Path | None:
+def write_row_value_map(run: Run, profile: Profile, probes: ProbeSet, out: Path) -> Path | None:
     """The value map (:mod:`agents.valuemap`) of an AB run's final system on held-out scene
     :data:`VALUEMAP_IMAGE` (a test-split probe scene), as ``out/valuemaps/<row>.png`` (and ``.json``).
 
@@ -228,6 +226,7 @@ def write_row_value_map(run: Run, profile: Profile, probes: ProbeSet, out: Path,
         return png
     if not (run.dir / LATEST).is_file():  # reused from another report: the row's next run draws it
         return None
+    device = profile.data.device
     system = load_system(run.dir, device)
     png, _ = write_value_map(
         system, probes.source("test"), VALUEMAP_IMAGE, png.parent, view_size=profile.data.view_size,

@@ -48,8 +48,7 @@ from agents.systems import SystemConfig
 from agents.train_config import TrainConfig
 
 __all__ = [
-    "PAIRS", "PROFILES", "Profile", "RowSpec", "expand_rows", "parse_row", "profile_from_dict", "run_configs",
-    "run_identity",
+    "PAIRS", "PROFILES", "Profile", "RowSpec", "expand_rows", "parse_row", "run_configs", "run_identity",
 ]  # fmt: skip
 
 #: (base, AB) pairs, in table order.
@@ -89,73 +88,60 @@ class RowSpec:
         return self.base == "clip"
 
 
-_KNOB = re.compile(r"^(?:gamma(?P<gamma>\d+(?:\.\d+)?)|(?P<noact>noact)|(?P<noema>noema)|(?P<crops>crops)"
-                   r"|(?P<augab>augab)|v(?P<views>\d+)|scale(?P<scale>\d+(?:\.\d+)?)"
-                   r"|(?P<nopsigrad>nopsigrad)|w(?P<weight>\d+(?:\.\d+)?)"
-                   r"|iou(?P<lo>\d+(?:\.\d+)?)_(?P<hi>\d+(?:\.\d+)?))$")  # fmt: skip
+_NUM = r"(\d+(?:\.\d+)?)"
+#: The knobs of an ablation row: (pattern, config, field, value of the matched numbers).
+_KNOBS: tuple[tuple[str, str, str, Any], ...] = (
+    (f"gamma{_NUM}", "system", "gamma", float),
+    (f"w{_NUM}", "system", "ab_weight", float),
+    ("noact", "system", "ab_actions", lambda: False),
+    ("noema", "system", "ab_ema_target", lambda: False),
+    ("nopsigrad", "system", "ab_psi_grad", lambda: False),
+    ("crops", "data", "ab_views", lambda: "crops"),
+    ("augab", "data", "ab_views", lambda: "shared"),
+    (r"v(\d+)", "train", "views_per_image", int),
+    (f"scale{_NUM}", "data", "scale", lambda low: (float(low), 1.0)),
+    (f"iou{_NUM}_{_NUM}", "data", "iou_range", lambda lo, hi: (float(lo), float(hi))),
+)
 
 
 def parse_row(name: str) -> RowSpec:
-    """The :class:`RowSpec` of a row name (see the module docstring).
+    """The :class:`RowSpec` of a row name (see the module docstring); the knobs' values are checked
+    by the configs they set.
 
     Raises:
-        ValueError: an unknown method or knob, a knob on a non-AB method, or two knobs setting one
-            field (``abdino-w0.25-w0.5``).
+        ValueError: an unknown method or knob, a knob on a non-AB method, a value its config refuses,
+            or two knobs setting one field (``abdino-w0.25-w0.5``).
     """
-    if name == "random":
-        return RowSpec(name, None)
-    if name == "supervised":
-        return RowSpec(name, "supervised")
+    if name in ("random", "supervised"):
+        return RowSpec(name, None if name == "random" else name)
     method, *knobs = name.split("-")
     if method not in ALL_PAIRS:
         raise ValueError(f"row {name!r}: unknown method {method!r}; methods: random, supervised, {ALL_PAIRS}")
     if knobs and not method.startswith("ab"):
         raise ValueError(f"row {name!r}: ablation knobs apply to AB rows only")
-    system: dict[str, Any] = {}
-    data: dict[str, Any] = {}
-    train: dict[str, Any] = {}
+    parts: dict[str, dict[str, Any]] = {"system": {}, "data": {}, "train": {}}
     for knob in knobs:
-        m = _KNOB.match(knob)
-        if m is None:
+        found = [
+            (part, f, value(*m.groups())) for pat, part, f, value in _KNOBS if (m := re.fullmatch(pat, knob))
+        ]
+        if not found:
             raise ValueError(
-                f"row {name!r}: unknown knob {knob!r} "
-                "(gamma<g>, noact, noema, crops, augab, v<views>, scale<low>, nopsigrad, w<weight>, "
-                "iou<lo>_<hi>)"
+                f"row {name!r}: unknown knob {knob!r} (gamma<g>, noact, noema, crops, augab, v<views>, "
+                "scale<low>, nopsigrad, w<weight>, iou<lo>_<hi>)"
             )
-        n_set = len(system) + len(data) + len(train)
-        if m["gamma"] is not None:
-            system["gamma"] = float(m["gamma"])
-        elif m["weight"] is not None:
-            system["ab_weight"] = float(m["weight"])
-        elif m["noact"]:
-            system["ab_actions"] = False
-        elif m["noema"]:
-            system["ab_ema_target"] = False
-        elif m["crops"]:
-            data["ab_views"] = "crops"
-        elif m["augab"]:
-            data["ab_views"] = "shared"
-        elif m["views"] is not None:
-            if int(m["views"]) < 2:
-                raise ValueError(f"row {name!r}: v<views> needs at least 2 views per image")
-            train["views_per_image"] = int(m["views"])
-        elif m["scale"] is not None:
-            low = float(m["scale"])
-            if not 0.0 < low <= 1.0:
-                raise ValueError(f"row {name!r}: scale<low> needs 0 < low <= 1")
-            data["scale"] = (low, 1.0)
-        elif m["nopsigrad"]:
-            if method != "abdino":
-                raise ValueError(f"row {name!r}: nopsigrad applies to abdino only")
-            system["ab_psi_grad"] = False
-        else:
-            lo, hi = float(m["lo"]), float(m["hi"])
-            if not 0.0 <= lo < hi <= 1.0:
-                raise ValueError(f"row {name!r}: iou bounds must satisfy 0 <= lo < hi <= 1")
-            data["iou_range"] = (lo, hi)
-        if len(system) + len(data) + len(train) == n_set:  # the field was set already: refuse, not overwrite
+        part, f, value = found[0]
+        if f in parts[part]:  # refuse, not overwrite
             raise ValueError(f"row {name!r}: knob {knob!r} sets what an earlier knob of the row already set")
-    return RowSpec(name, method, system, data, train)
+        parts[part][f] = value
+    if "ab_psi_grad" in parts["system"] and method != "abdino":
+        raise ValueError(f"row {name!r}: nopsigrad applies to abdino only")
+    try:  # the configs check the values (views >= 2, crop and IoU ranges)
+        SystemConfig(method, **parts["system"])
+        DataConfig(**parts["data"])
+        TrainConfig(**parts["train"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"row {name!r}: {e}") from e
+    return RowSpec(name, method, parts["system"], parts["data"], parts["train"])
 
 
 @dataclass(frozen=True)
@@ -222,7 +208,7 @@ class Profile:
         return {**self.scenes, **overrides}
 
     def to_dict(self) -> dict[str, Any]:
-        """The profile as JSON values (``results.json`` stores it; :func:`profile_from_dict` reads it)."""
+        """The profile as JSON values (``results.json`` stores it)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d.update(
             data=dataclasses.asdict(self.data),
@@ -230,31 +216,6 @@ class Profile:
             train=dataclasses.asdict(self.train),
         )
         return json.loads(json.dumps(d, default=list))
-
-
-def profile_from_dict(d: dict[str, Any]) -> Profile:
-    """The :class:`Profile` of :meth:`Profile.to_dict` (lists back to tuples where the fields hold tuples).
-
-    Raises:
-        ValueError: fields this version does not know, or a config that does not build.
-    """
-    names = {f.name for f in dataclasses.fields(Profile)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"profile fields {unknown} are unknown to this version")
-    try:
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        kwargs["scenes"] = _tuples(d["scenes"])
-        kwargs["data"] = DataConfig(**_tuples(d["data"]))
-        kwargs["system"] = SystemConfig(**d["system"])
-        kwargs["train"] = TrainConfig(**d["train"])
-        return Profile(**kwargs)
-    except (TypeError, KeyError) as e:
-        raise ValueError(f"the stored profile does not build here ({e})") from e
-
-
-def _tuples(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def run_configs(

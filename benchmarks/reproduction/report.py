@@ -14,7 +14,7 @@ from .probing import PROBE_NAMES, TASKS
 from .profiles import PAIRS, Profile, parse_row
 
 #: Version of ``results.json``: 2 stamps each run with its identity (:func:`~.profiles.run_identity`);
-#: files without ``format`` (1: row fingerprints) are converted once by ``reproduce.py --upgrade``.
+#: files without ``format`` (1: row fingerprints) are converted once by ``benchmarks/upgrade_results.py``.
 RESULTS_FORMAT = 2
 
 __all__ = ["mechanism_summary", "paired_differences", "summarise", "write_outputs"]

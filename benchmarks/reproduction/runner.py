@@ -17,7 +17,6 @@ sampler (images, crops, augmentations) and the global RNGs of the training loop.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -131,7 +130,7 @@ def scene_source(profile: Profile, **overrides: Any) -> Any:
 # -- configs and training ---------------------------------------------------------------------------
 
 
-def train_run(run: Run, profile: Profile, device: str) -> dict[str, Any] | None:
+def train_run(run: Run, profile: Profile) -> dict[str, Any] | None:
     """Train ``run`` (resuming it) unless it already finished; returns its ``train.json`` (None: random)."""
     if run.row.method is None:
         return None
@@ -139,7 +138,6 @@ def train_run(run: Run, profile: Profile, device: str) -> dict[str, Any] | None:
     if done is not None and done.get("identity") == run.identity:
         return done
     data, system, train = run_configs(profile, run.row, run.ordering, str(run.dir))
-    data = dataclasses.replace(data, device=device)
     run.dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     result = pretrain(data, system, train, init_seed=run.seed)  # the sampler and loop use train.seed
@@ -157,11 +155,11 @@ def train_run(run: Run, profile: Profile, device: str) -> dict[str, Any] | None:
     return record
 
 
-def random_encoder(profile: Profile, seed: int, device: str) -> torch.nn.Module:
+def random_encoder(profile: Profile, seed: int) -> torch.nn.Module:
     """The untrained encoder every trained row of ``seed`` starts from."""
     torch.manual_seed(seed)
     _, system, _ = run_configs(profile, parse_row("random"))
-    return make_system(system).encoder.to(device).eval()
+    return make_system(system).encoder.to(profile.data.device).eval()
 
 
 def machine_info(device: str) -> dict[str, Any]:

@@ -76,7 +76,7 @@ class ViewState(NamedTuple):
         return self.map(lambda x: x[idx])
 
 
-def _check_range(name: str, value: tuple[float, float], lo: float, hi: float) -> None:
+def check_range(name: str, value: tuple[float, float], lo: float, hi: float) -> None:
     if (
         not isinstance(value, tuple | list)
         or len(value) != 2
@@ -157,8 +157,8 @@ class EnvParams:
                 raise TypeError(f"{name} must be a number, got {type(v).__name__}")
             if not (math.isfinite(v) and lo <= v <= hi):
                 raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
-        _check_range("init_scale", self.init_scale, 1e-6, 1.0)
-        _check_range("init_ratio", self.init_ratio, 1e-3, 1e3)
+        check_range("init_scale", self.init_scale, 1e-6, 1.0)
+        check_range("init_ratio", self.init_ratio, 1e-3, 1e3)
         augs = tuple(self.augmentations)
         unknown = [a for a in augs if a not in AUG_NAMES]
         if unknown or len(set(augs)) != len(augs):
@@ -176,7 +176,7 @@ class EnvParams:
                 raise ValueError(
                     f"aug_ranges keys must be among {tuple(limits)}, got {name!r}"
                 )
-            _check_range(f"aug_ranges[{name!r}]", rng, *limits[name])
+            check_range(f"aug_ranges[{name!r}]", rng, *limits[name])
         if self.max_time_step is not None and (
             isinstance(self.max_time_step, bool)
             or not isinstance(self.max_time_step, int)
