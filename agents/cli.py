@@ -319,7 +319,10 @@ def _valuemap_parser(sub: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vpt`` console script."""
+    import vpt_env
+
     parser = argparse.ArgumentParser(prog="vpt", description="vpt-env: visual pre-training as RL.")
+    parser.add_argument("--version", action="version", version=f"vpt-env {vpt_env.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="describe a source: counts, sizes, annotations, skipped files")
     info.add_argument("source", help="an embedded name (photos, scenes, ...), a folder, or a dataset file")

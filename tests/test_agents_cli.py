@@ -81,6 +81,15 @@ def test_export_pt_round_trip_and_bad_files(tmp_path):
         load_encoder(tmp_path / "x.pt")
 
 
+def test_version(capsys):
+    import vpt_env
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vpt-env {vpt_env.__version__}"
+
+
 def test_bad_flags_name_the_field(tmp_path, capsys):
     assert main(["pretrain", "--method", "byol", "--steps", "1", "--out-dir", str(tmp_path), *TINY]) == 2
     err = capsys.readouterr().err
