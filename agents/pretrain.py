@@ -57,6 +57,7 @@ __all__ = [
     "pretrain",
     "read_run",
     "resolve_data_source",
+    "run_record",
 ]
 
 #: The configs of a run, next to its checkpoint.
@@ -209,10 +210,13 @@ def _scene_source(fields_json: str) -> Any:
     from vpt_env.data.scenes import SceneSource
 
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(fields_json).items()}
-    return SceneSource(**fields)
+    source = SceneSource(**fields)
+    source.images()  # render once: the pools of later runs read them from memory
+    return source
 
 
-def _run_record(data: DataConfig, system: SystemConfig, train: TrainConfig, init_seed: int) -> dict[str, Any]:
+def run_record(data: DataConfig, system: SystemConfig, train: TrainConfig, init_seed: int) -> dict[str, Any]:
+    """The configs of a run as ``run.json`` stores them (``data``, ``system``, ``train``, ``run``)."""
     return {
         "data": dataclasses.asdict(data),
         "system": system.to_dict(),
@@ -298,7 +302,7 @@ def pretrain(
     out = Path(train.out_dir)
     main = distributed.is_main_process()
     with rundir.hold(out) if main else contextlib.nullcontext():
-        old = _check_resumable(out, _run_record(data, system, train, init_seed)) if resume else None
+        old = _check_resumable(out, run_record(data, system, train, init_seed)) if resume else None
         sampler = build_sampler(data, seed=train.seed, method=system.method)
         classes = sampler.pool.annotations.num_classes
         if system.num_classes is None and classes:
@@ -310,7 +314,7 @@ def pretrain(
         def write_record() -> None:  # once the checkpoint has loaded: a record never lies
             if not main:
                 return
-            record = _run_record(data, system, train, init_seed)
+            record = run_record(data, system, train, init_seed)
             history = list(old.get("history", [])) if old is not None and trainer.step > 0 else []
             if old is not None and trainer.step > 0 and old["train"].get("steps") != train.steps:
                 history.append({"step": trainer.step, "steps": [old["train"].get("steps"), train.steps]})

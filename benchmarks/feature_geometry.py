@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=None, help="rows as for reproduce.py (default: the profile's)")
     p.add_argument("--seeds", default=None, help="e.g. 0,1 (default: the profile's)")
     p.add_argument("--orderings", default=None, help="e.g. 0 (default: the profile's)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where to measure")
+    p.add_argument(
+        "--trained-on", default=None, help="the device the runs were trained on (default: the profile's)"
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="default: <out>/feature_geometry.json")
     args = p.parse_args(argv)
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = dataclasses.replace(profile, seeds=parse_ints(args.seeds, "--seeds"))
     if args.orderings:
         profile = dataclasses.replace(profile, orderings=parse_ints(args.orderings, "--orderings"))
+    if args.trained_on:
+        profile = dataclasses.replace(profile, data=dataclasses.replace(profile.data, device=args.trained_on))
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else RESULTS / profile.name

@@ -64,11 +64,13 @@ def main() -> None:
     reads = min(n, 2000)
     fresh = iter([SceneSource(n_images=n) for _ in range(reps)])
     rows["image(i) in order"] = reads / _best(
-        lambda: [s.image(i) for s in [next(fresh)] for i in range(reads)], reps)
+        lambda: [s.image(i) for s in [next(fresh)] for i in range(reads)], reps
+    )
     order = np.random.default_rng(0).permutation(n)[:reads].tolist()
     fresh = iter([SceneSource(n_images=n) for _ in range(reps)])
     rows["image(i) in random order"] = reads / _best(
-        lambda: [s.image(i) for s in [next(fresh)] for i in order], reps)
+        lambda: [s.image(i) for s in [next(fresh)] for i in order], reps
+    )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         SceneSource(n_images=n, cache=tmp).images()
@@ -78,24 +80,38 @@ def main() -> None:
         total = sum(int(cached.image(i)[0, 0, 0]) for i in range(n))  # touch every image
         read = time.perf_counter() - start
         assert total >= 0
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-               f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
-    print(f"embedded scenes, {n} images of {src.config.size}x{src.config.size}, object sets "
-          f"{', '.join(src.object_sets)} ({machine})")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"embedded scenes, {n} images of {src.config.size}x{src.config.size}, object sets "
+        f"{', '.join(src.object_sets)} ({machine})"
+    )
     print(f"construction (layouts + annotations): first {first_build:.2f} s, then {build:.2f} s")
     print(f"{'rendering':<34} {'images/s':>9} {'s per 10k':>10}")
     for name, ips in rows.items():
         print(f"{name:<34} {ips:>9.0f} {1e4 / ips:>10.2f}")
-    print(f"disk cache: first run {write:.2f} s (render + write), later run {read:.2f} s "
-          f"({n / read:.0f} images/s)")
+    print(
+        f"disk cache: first run {write:.2f} s (render + write), later run {read:.2f} s "
+        f"({n / read:.0f} images/s)"
+    )
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "n_images": n, "machine": machine, "object_sets": list(src.object_sets),
-        "construction_s": {"first": first_build, "again": build},
-        "images_per_second": rows,
-        "cache_first_run_s": write, "cache_later_run_s": read,
-    }, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "n_images": n,
+                "machine": machine,
+                "object_sets": list(src.object_sets),
+                "construction_s": {"first": first_build, "again": build},
+                "images_per_second": rows,
+                "cache_first_run_s": write,
+                "cache_later_run_s": read,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {path}")
 
 

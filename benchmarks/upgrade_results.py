@@ -25,7 +25,7 @@ from reproduction.profiles import CAPTION_FIELDS, Profile, parse_row, run_config
 from reproduction.report import RESULTS_FORMAT
 
 from agents.pretrain import DataConfig
-from agents.rundir import NON_NUMERIC_FIELDS, config_differences
+from agents.rundir import LEGACY_VALUES, NON_NUMERIC_FIELDS, config_differences
 from agents.systems import SystemConfig
 from agents.train_config import TrainConfig
 
@@ -46,12 +46,16 @@ def _v1_fingerprint(d: dict[str, Any], reads_captions: bool | None = None) -> st
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
-def _v1_profile(stored: dict[str, Any]) -> Profile:
+def _v1_profile(stored: dict[str, Any], device: str | None) -> Profile:
+    """The profile of a format-1 record, on the device its machine record names (format 1's command
+    line did not write ``--device`` into the profile)."""
     d = {k: v for k, v in stored.items() if k not in ("fingerprint", "images_seen")}
     if _v1_fingerprint(d) != stored.get("fingerprint"):
         raise ValueError(f"its profile does not give back its fingerprint {stored.get('fingerprint')}")
     tup = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     data = DataConfig(**{k: tup.pop(k) for k in _V1_DATA})
+    if device:
+        data = dataclasses.replace(data, device=device)
     train = TrainConfig(**{k: tup.pop(k) for k in _V1_TRAIN})
     system = SystemConfig("simclr", encoder=tup.pop("encoder"), encoder_kwargs=tup.pop("encoder_kwargs"),
                           **tup.pop("system"))  # fmt: skip
@@ -69,7 +73,8 @@ def upgrade_results(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if record.get("format", 1) != 1 or not isinstance(record.get("profile"), dict):
         raise ValueError("not a results.json of format 1 (row fingerprints)")
     old = record["profile"]
-    profile = _v1_profile(old)
+    machine = record.get("machine") if isinstance(record.get("machine"), dict) else {}
+    profile = _v1_profile(old, machine.get("device"))
     runs, left_out = [], []
     for stored in record.get("runs", []):
         key = stored.get("key")
@@ -97,7 +102,13 @@ def upgrade_results(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                     field, a, b = diffs[0]
                     left_out.append(f"{key} (trained with {field}={a!r}, the row now gives {b!r})")
                     continue
-        identity = run_identity(profile, row, stored["seed"], stored["ordering"])
+        made_by = profile
+        if row.method is not None and train.get("recipe") is None:  # trained before the configs'
+            # newer fields existed: at their legacy values (rundir.LEGACY_VALUES), not today's defaults
+            made_by = dataclasses.replace(
+                profile, data=dataclasses.replace(profile.data, **LEGACY_VALUES["data"])
+            )
+        identity = run_identity(made_by, row, stored["seed"], stored["ordering"])
         strip = ("fingerprint", "recipe")
         new = {**stored, "eval": {**{k: v for k, v in ev.items() if k not in strip}, "identity": identity}}
         if train is not None:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -295,7 +296,7 @@ def test_run_identity_holds_what_changes_the_numbers() -> None:
         assert run_identity(apply_overrides(smoke, change), row, 0, 0) != ident, change
     for same in (
         ['description="other"'], ['rows=["simclr"]'], ["seeds=[5]"], ["data.threads=2"],
-        ["train.log_every=1"], ["curve_points=3"], ['tasks=["scene"]'], ["est_step_s=9"],
+        ["train.max_time_s=60"], ["curve_points=3"], ['tasks=["scene"]'], ["est_step_s=9"],
     ):  # fmt: skip
         assert run_identity(apply_overrides(smoke, same), row, 0, 0) == ident, same
     cuda0, cuda1 = (apply_overrides(smoke, [f'data.device="cuda:{i}"']) for i in (0, 1))
@@ -309,6 +310,19 @@ def test_run_identity_holds_what_changes_the_numbers() -> None:
         apply_overrides(smoke, ["steps=5"])
     with pytest.raises(SystemExit, match="no_such"):
         apply_overrides(smoke, ["train.no_such=5"])
+    # One setting, one identity, however its number is written.
+    assert run_identity(apply_overrides(smoke, ["system.ab_weight=1"]), row, 0, 0) == ident
+    assert run_identity(apply_overrides(smoke, ["system.ab_weight=1.0"]), row, 0, 0) == ident
+    # Fields the harness sets per run, and bad scene or probe values, are refused at once.
+    for bad, why in (
+        ['data.source="photos"', "the harness sets this field"],
+        ["train.seed=3", "the harness sets this field"],
+        ["scenes.bogus=1", "bogus"],
+        ['probe_images="abc"', "probe_images must be an int"],
+        ["knn_k=0", "knn_k must be an int >= 1"],
+    ):
+        with pytest.raises(SystemExit, match=why):
+            apply_overrides(smoke, [bad])
 
 
 def test_a_directory_trained_with_other_configs_is_refused(tmp_path: Path, one_thread: None) -> None:
@@ -326,8 +340,18 @@ def test_a_directory_trained_with_other_configs_is_refused(tmp_path: Path, one_t
     stored = json.loads((run.dir / "run.json").read_text())
     legacy = {k: v for k, v in stored["system"].items() if k != "ab_ema_target"}
     (run.dir / "run.json").write_text(json.dumps({**stored, "system": {**legacy, "ema_rate": 1.0}}))
-    with pytest.raises(ValueError, match=r"holds a run with other settings: system\.ema_rate=1\.0"):
+    with pytest.raises(ValueError, match=r"trained with other settings: system\.ema_rate=1\.0"):
         train_run(run, smoke)
+    # pretrain would extend a run to more steps or move it to another device; a reproduction run
+    # is the same run only at the same length on the same kind of device.
+    (run.dir / "run.json").write_text(json.dumps(stored))
+    changes = ((["train.steps=6"], "train.steps=4"), (['data.device="cuda"'], "data.device='cpu'"))
+    for change, field in changes:
+        other = apply_overrides(smoke, change)
+        (moved,) = plan(other, ["abdino-noema"], tmp_path)
+        assert moved.dir == run.dir and moved.identity != run.identity
+        with pytest.raises(ValueError, match=f"trained with other settings: {re.escape(field)}"):
+            train_run(moved, other)
 
 
 def test_shards_then_report_only(tmp_path: Path) -> None:

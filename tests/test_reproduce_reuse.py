@@ -179,6 +179,18 @@ def test_upgrade_converts_a_format_1_report_once(tmp_path: Path) -> None:
         "clip/s1o0 (records of another profile)",
         "abclip/s1o0 (trained with system.gamma=0.9, the row now gives 0.5)",
     ]
+    # A run stored without its configs predates the configs' newer fields: it gets the identity of
+    # their legacy values (the bases' own crops off), not that of today's defaults.
+    bare = json.loads(json.dumps(v1))
+    for r in bare["runs"]:
+        if r["train"]:
+            del r["train"]["recipe"]
+    converted = {r["key"]: r["eval"]["identity"] for r in upgrade_results(bare)[0]["runs"]}
+    quick = PROFILES["cpu-quick"]
+    assert converted["clip/s0o0"] != full["clip/s0o0"]
+    legacy = apply_overrides(quick, ["data.caption_view_scale=null", "data.dino_global_scale=null"])
+    assert converted["clip/s0o0"] == run_identity(legacy, parse_row("clip"), 0, 0)
+    assert converted["random/s0o0"] == full["random/s0o0"]
     tampered["profile"]["lr"] = 0.5  # the profile no longer gives back its fingerprint
     with pytest.raises(ValueError, match="does not give back its fingerprint"):
         upgrade_results(tampered)

@@ -114,6 +114,8 @@ def apply_overrides(profile: Any, items: list[str]) -> Any:
     profile field (``probe_images``); ``<config>={...}`` sets several fields of a config at once."""
     names = {f.name for f in dataclasses.fields(profile)}
     for item in items:
+        if item.partition("=")[0] in _HARNESS_FIELDS:
+            raise SystemExit(f"--set {item!r}: the harness sets this field for every run (see run_configs)")
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set {item!r}: expected FIELD=JSON")
@@ -139,10 +141,17 @@ def apply_overrides(profile: Any, items: list[str]) -> Any:
                 parsed = {**current, sub: tuple(parsed) if isinstance(parsed, list) else parsed}
             elif isinstance(parsed, list):
                 parsed = tuple(parsed)
+            profile = dataclasses.replace(profile, **{field: parsed})
         except (TypeError, ValueError) as e:
             raise SystemExit(f"--set {item!r}: {e}") from e
-        profile = dataclasses.replace(profile, **{field: parsed})
     return profile
+
+
+#: Fields :func:`~.profiles.run_configs` sets per row and run (``--set`` refuses them).
+_HARNESS_FIELDS = frozenset({
+    "data.source", "system.method", "train.seed", "train.out_dir", "train.log_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.progress",
+})  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,8 @@ import torch
 from agents.pretrain import AUGMENTED_BASES, DataConfig
 from agents.rundir import NON_NUMERIC_FIELDS
 from agents.systems import SystemConfig
-from agents.train_config import TrainConfig
+from agents.train_config import TrainConfig, check_int
+from vpt_env.data.scenes import SceneConfig
 
 __all__ = [
     "PAIRS", "PROFILES", "Profile", "RowSpec", "expand_rows", "parse_row", "run_configs", "run_identity",
@@ -190,6 +191,17 @@ class Profile:
     est_step_s: float | None = None
     """Rough seconds per training step of a base row on the intended machine (dry-run estimate)."""
 
+    def __post_init__(self) -> None:
+        try:
+            SceneConfig(**{**self.scenes, "split": "train"})
+        except TypeError as e:
+            raise ValueError(f"profile {self.name!r}: scenes: {e}") from e
+        for name in ("probe_images", "probe_test_images", "linear_epochs", "attentive_epochs", "knn_k"):
+            check_int(name, getattr(self, name), 1)
+        check_int("curve_points", self.curve_points, 0)
+        if self.probe_view_size is not None:
+            check_int("probe_view_size", self.probe_view_size, 1)
+
     @property
     def steps(self) -> int:
         return self.train.steps
@@ -253,9 +265,11 @@ def _numeric(d: dict[str, Any]) -> dict[str, Any]:
 def _probe_scenes(profile: Profile, reads_captions: bool) -> dict[str, Any]:
     """The scenes as they change a run's numbers: a row that reads no caption, like every probe,
     leaves out the caption fields (unless ``annotate="captioned"``, where captions decide labels)."""
-    if reads_captions or profile.scenes.get("annotate", "all") != "all":
-        return dict(profile.scenes)
-    return {k: v for k, v in profile.scenes.items() if k not in CAPTION_FIELDS}
+    scenes = dataclasses.asdict(SceneConfig(**profile.scenes))  # defaults resolved
+    scenes.pop("split")
+    if reads_captions or scenes["annotate"] != "all":
+        return scenes
+    return {k: v for k, v in scenes.items() if k not in CAPTION_FIELDS}
 
 
 def run_identity(profile: Profile, row: RowSpec, seed: int, ordering: int) -> str:
@@ -286,8 +300,18 @@ def run_identity(profile: Profile, row: RowSpec, seed: int, ordering: int) -> st
         parts.update(data=d, train=_numeric(dataclasses.asdict(train)))
     else:  # the untrained encoder: only its construction matters
         parts["system"] = {k: parts["system"][k] for k in ("encoder", "encoder_kwargs")}
-    text = json.dumps(parts, sort_keys=True, default=list)
+    text = json.dumps(_plain(parts), sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _plain(x: Any) -> Any:
+    """``x`` with every number as a float (``ab_weight=1`` and ``1.0`` are one setting) and tuples
+    as lists, for hashing."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    return float(x) if isinstance(x, int) and not isinstance(x, bool) else x
 
 
 #: Profile fields that change a run's probe results (its identity holds them; which tasks and curve

@@ -26,8 +26,10 @@ from typing import Any
 import torch
 
 from agents.checkpoint import LATEST
-from agents.pretrain import pretrain
-from agents.systems import make_system
+from agents.pretrain import RUN_FILE, DataConfig, pretrain, run_record
+from agents.rundir import config_differences, describe
+from agents.systems import SystemConfig, make_system
+from agents.train_config import TrainConfig
 
 from .profiles import Profile, RowSpec, parse_row, run_configs, run_identity
 
@@ -138,6 +140,7 @@ def train_run(run: Run, profile: Profile) -> dict[str, Any] | None:
     if done is not None and done.get("identity") == run.identity:
         return done
     data, system, train = run_configs(profile, run.row, run.ordering, str(run.dir))
+    _check_directory(run, data, system, train)
     run.dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     result = pretrain(data, system, train, init_seed=run.seed)  # the sampler and loop use train.seed
@@ -153,6 +156,32 @@ def train_run(run: Run, profile: Profile) -> dict[str, Any] | None:
     }
     write_json(run.dir / "train.json", record)
     return record
+
+
+def _check_directory(run: Run, data: DataConfig, system: SystemConfig, train: TrainConfig) -> None:
+    """Refuse a run directory whose checkpoint was trained with other settings than ``run``'s.
+
+    ``pretrain`` refuses the fields that change the numbers but lets a run be extended or cut short
+    (``steps``) and move between machines (``device``); a reproduction run is the same run only at
+    the same length and on the same kind of device (CUDA trains in bf16), so those count here too.
+
+    Raises:
+        ValueError: naming the directory and every differing field.
+    """
+    stored = read_json(run.dir / RUN_FILE)
+    if not isinstance(stored, dict) or not isinstance(stored.get("train"), dict):
+        return  # none (a fresh run), or not a run record: pretrain's to judge
+    now = json.loads(json.dumps(run_record(data, system, train, run.seed), default=list))
+    diffs = config_differences(stored, now)
+    for part, key, kind in (("train", "steps", None), ("data", "device", torch.device)):
+        old, new = stored.get(part, {}).get(key), now[part][key]
+        if old is not None and (kind(old).type if kind else old) != (kind(new).type if kind else new):
+            diffs.append((f"{part}.{key}", old, new))
+    if diffs:
+        raise ValueError(
+            f"{run.dir} holds {run.key} trained with other settings: {describe(diffs)}; move the "
+            "directory away (or pass another --out) to train it again"
+        )
 
 
 def random_encoder(profile: Profile, seed: int) -> torch.nn.Module:
