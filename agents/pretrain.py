@@ -46,6 +46,7 @@ from agents.trainer import TrainConfig, Trainer
 from vpt_env import TransitionSampler
 from vpt_env.core.state import check_range
 from vpt_env.data.sources import SubsetSource, resolve_source
+from vpt_env.sampling import METHOD_CROP_SCALE
 
 __all__ = [
     "AB_VIEWS",
@@ -79,7 +80,7 @@ class DataConfig:
     """Use only the first N images of the source (None: all)."""
     view_size: int = 32
     """Side S of the views in pixels."""
-    scale: tuple[float, float] = (0.05, 1.0)
+    scale: tuple[float, float] = METHOD_CROP_SCALE
     """RandomResizedCrop area range of the views (METHOD.md: 0.05 to 1)."""
     iou_range: tuple[float, float] | None = None
     """Optional (low, high) bounds on the IoU of a pair of views of one image."""

@@ -30,7 +30,11 @@ from vpt_env.data.annotations import view_cumulant
 from vpt_env.data.pool import ImagePool, check_device, fork_safe_threads
 from vpt_env.data.sources import MAX_IMAGE_SIDE
 
-__all__ = ["TransitionBatch", "TransitionSampler"]
+__all__ = ["METHOD_CROP_SCALE", "TransitionBatch", "TransitionSampler"]
+
+#: RandomResizedCrop area range of METHOD.md's views (5-100% of the image): the default of the
+#: sampler and of ``agents.pretrain.DataConfig.scale``.
+METHOD_CROP_SCALE: tuple[float, float] = (0.05, 1.0)
 
 
 class TransitionBatch(NamedTuple):
@@ -120,7 +124,7 @@ class TransitionSampler:
         source: Any = None,
         *,
         view_size: int = 64,
-        scale: tuple[float, float] = (0.05, 1.0),
+        scale: tuple[float, float] = METHOD_CROP_SCALE,
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         iou_range: tuple[float, float] | None = None,
         resample_rounds: int = 8,
