@@ -250,4 +250,5 @@ def render(pool: ImagePool, state: ViewState, params: EnvParams) -> Tensor:
 
 def to_uint8(views: Tensor) -> Tensor:
     """Float views ``(B, 3, S, S)`` in ``[0, 1]`` to uint8 ``(B, S, S, 3)``, rounding to nearest."""
-    return (views * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    rounded = (views * 255.0).round_().clamp_(0, 255).permute(0, 2, 3, 1)
+    return rounded.to(torch.uint8, memory_format=torch.contiguous_format)  # one copy: cast and layout
