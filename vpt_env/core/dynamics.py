@@ -195,7 +195,8 @@ def _enabled_index(augmentations: tuple[str, ...], device: torch.device) -> Tens
     """Entries of :data:`AUG_NAMES` that the action controls, or None when it controls them all."""
     if len(augmentations) == AUG_DIM:
         return None
-    return torch.tensor([i for i, n in enumerate(AUG_NAMES) if n in augmentations], device=device)
+    index = [i for i, n in enumerate(AUG_NAMES) if n in augmentations]
+    return torch.tensor(index, dtype=torch.int64, device=device)
 
 
 def discrete_to_action(params: EnvParams, state: ViewState, action_id: Tensor) -> Tensor:
@@ -219,11 +220,16 @@ step). Every other augmentation entry is set to the
         ``(B, params.action_dim)`` continuous actions.
     """
     geo = _constant(_GEOMETRY, state.box.device, torch.float32)[action_id]
+    if not params.augmentations:  # no augmentation entries: the geometry is the whole action
+        return geo
     aug = state.aug.clone()
     flip_now = action_id == 7
     aug[:, FLIP] = torch.where(flip_now, 1.0 - aug[:, FLIP], aug[:, FLIP])
-    keep = aug_to_action(aug, params.ranges)
-    fresh = uniform(state.key, state.episode, state.t, AUG_DIM) * 2 - 1
-    aug_action = torch.where((action_id == 8)[:, None], fresh, keep)
-    enabled = [i for i, n in enumerate(AUG_NAMES) if n in params.augmentations]
-    return torch.cat((geo, aug_action[:, enabled]), dim=-1)
+    aug_action = aug_to_action(aug, params.ranges)
+    draw = action_id == 8
+    # On the CPU a host check skips the draw when no view asks for one; accelerators never sync.
+    if state.box.device.type != "cpu" or bool(draw.any()):
+        fresh = uniform(state.key, state.episode, state.t, AUG_DIM) * 2 - 1
+        aug_action = torch.where(draw[:, None], fresh, aug_action)
+    enabled = _enabled_index(params.augmentations, state.box.device)
+    return torch.cat((geo, aug_action if enabled is None else aug_action[:, enabled]), dim=-1)
