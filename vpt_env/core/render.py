@@ -67,8 +67,8 @@ def _centres(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _x_only(device: torch.device) -> Tensor:
-    """``(2,)`` bool ``(True, False)``: selects the x row of a ``(B, 2, ...)`` pair of axes."""
-    return torch.tensor((True, False), device=device)
+    """``(2, 1)`` bool ``(True, False)``: selects the x row of a ``(B, 2, S)`` pair of axes."""
+    return torch.tensor(((True,), (False,)), device=device)
 
 
 @functools.lru_cache(maxsize=64)
@@ -86,14 +86,15 @@ def _reductions(pool: ImagePool, image: Tensor, box: Tensor, size: int) -> Tenso
     return (box[:, 2:] - box[:, :2]) * pool.image_hw[image].flip(-1) / size
 
 
-def _clamp_level(pool: ImagePool, image: Tensor, lf: Tensor) -> Tensor:
-    return lf.clamp(min=0.0).minimum((pool.num_levels[image] - 1).to(lf.dtype))
+def _clamp_level(lf: Tensor, top: Tensor) -> Tensor:
+    """``lf`` within ``[0, top]``, ``top`` the ``(B,)`` last level of each view's image."""
+    return lf.clamp(min=0.0).minimum(top.to(lf.dtype))
 
 
 def _single_level(pool: ImagePool, image: Tensor, box: Tensor, size: int) -> Tensor:
     red = _reductions(pool, image, box, size)
     lf = 0.5 * torch.log2((red[:, 0] * red[:, 1]).clamp_min(1e-12)) + SINGLE_LEVEL_SHIFT
-    return torch.round(_clamp_level(pool, image, lf)).long()
+    return torch.round(_clamp_level(lf, pool.num_levels[image] - 1)).long()
 
 
 def _level_coords(
@@ -107,9 +108,11 @@ def _level_coords(
     hw = pool.image_hw[image]
     lwh = pool.level_hw[image, level].flip(-1)
     t = _centres(size, box.device, box.dtype)
-    step = t * (box[:, 2:] - box[:, :2])[:, :, None]
-    flipped = ((flip[:, None] > 0.5) & _x_only(box.device))[:, :, None]
-    xy = torch.where(flipped, box[:, 2:, None] - step, box[:, :2, None] + step)
+    corners = box.reshape(-1, 2, 2, 1)  # (x0, y0) and (x1, y1), as (B, 2, 1) each
+    lo, hi = corners[:, 0], corners[:, 1]
+    step = t * (hi - lo)
+    flipped = (flip.view(-1, 1, 1) > 0.5) & _x_only(box.device)
+    xy = torch.where(flipped, hi - step, lo + step)
     # Level L pixel k averages full-resolution pixels [k 2^L, (k + 1) 2^L), so
     # coordinates scale by W / 2^L, not by the level's own (padded) width.
     inv = torch.exp2(-level.to(xy.dtype))[:, None]
@@ -147,10 +150,11 @@ def _antialias(pool: ImagePool, image: Tensor, box: Tensor, flip: Tensor, size: 
     wh = box[:, 2:] - box[:, :2]
     red = wh * pool.image_hw[image].flip(-1) / size  # _reductions, with wh kept
     red_min, red_max = torch.aminmax(red, dim=-1)
-    lf = _clamp_level(pool, image, torch.log2(red_min.clamp_min(1e-12)) + LEVEL_SHIFT)
+    top = pool.num_levels[image] - 1
+    lf = _clamp_level(torch.log2(red_min.clamp_min(1e-12)) + LEVEL_SHIFT, top)
     l0 = lf.floor().long()
     frac = lf - l0
-    l1 = torch.minimum(l0 + 1, pool.num_levels[image] - 1)
+    l1 = torch.minimum(l0 + 1, top)
     spread = ANISO_SPREAD * (1 - red_min / red_max.clamp_min(1e-12))
     # Every sample set (box +- the anisotropic shift, at levels l0 and l1) goes
     # through one batched call. On the CPU host checks drop the sets no view
@@ -160,9 +164,11 @@ def _antialias(pool: ImagePool, image: Tensor, box: Tensor, flip: Tensor, size: 
     cpu = box.device.type == "cpu"
     two_levels = not cpu or bool((frac > 0).any())
     two_shifts = not cpu or bool((spread > 0).any())
-    along_x = red[:, 0:1] > red[:, 1:2]
-    # The shift runs along the longer reduction: (dx, 0) or (0, dy), each spread * side / S.
-    shift = torch.where(torch.cat((along_x, ~along_x), -1), spread[:, None] * wh / size, 0.0).repeat(1, 2)
+    # The shift runs along the larger reduction: (dx, 0) where red_x > red_y, else (0, dy), each
+    # spread * side / S. Comparing each axis with the other gives that mask but for red_x == red_y,
+    # where the spread, and so either shift, is 0.
+    along = red > red.flip(-1)
+    shift = torch.where(along, spread[:, None] * wh / size, 0.0).repeat(1, 2)
     boxes = [box + shift, box - shift] if two_shifts else [box]
     levels = [l0, l1] if two_levels else [l0]
     k = len(boxes) * len(levels)
@@ -175,7 +181,7 @@ def _antialias(pool: ImagePool, image: Tensor, box: Tensor, flip: Tensor, size: 
         torch.cat([lv for lv in levels for _ in boxes]),
     ).view(len(levels), len(boxes), image.shape[0], 3, size, size)
     out = samples.mean(dim=1)
-    return torch.lerp(out[0], out[1], frac[:, None, None, None]) if two_levels else out[0]
+    return torch.lerp(out[0], out[1], frac.view(-1, 1, 1, 1)) if two_levels else out[0]
 
 
 def render_nearest_uint8(
