@@ -23,6 +23,7 @@ __all__ = [
     "area",
     "box_to_cxcywh",
     "clamp_boxes",
+    "clamp_corners",
     "compose",
     "cxcywh_to_box",
     "intersection",
@@ -145,12 +146,25 @@ def clamp_boxes(
     Returns:
         ``(..., 4)`` valid boxes inside the unit square.
     """
-    lo, hi = boxes[..., :2], boxes[..., 2:]
+    return clamp_corners(boxes[..., :2], boxes[..., 2:], min_size, max_size)
+
+
+def clamp_corners(
+    lo: Tensor,
+    hi: Tensor,
+    min_size: float | Tensor = 0.0,
+    max_size: float | Tensor = 1.0,
+) -> Tensor:
+    """:func:`clamp_boxes` of the boxes with corners ``lo = (x0, y0)`` and ``hi = (x1, y1)``.
+
+    Shape:
+        lo, hi: ``(..., 2)``; returns ``(..., 4)`` valid boxes inside the unit square.
+    """
     wh = (hi - lo).abs()
     if isinstance(min_size, Tensor) or isinstance(max_size, Tensor):
-        lo = torch.as_tensor(min_size, dtype=boxes.dtype, device=boxes.device)
-        hi = torch.as_tensor(max_size, dtype=boxes.dtype, device=boxes.device).clamp_max(1.0)
-        wh = torch.minimum(torch.maximum(wh, lo), hi)
+        lo_size = torch.as_tensor(min_size, dtype=wh.dtype, device=wh.device)
+        hi_size = torch.as_tensor(max_size, dtype=wh.dtype, device=wh.device).clamp_max(1.0)
+        wh = torch.minimum(torch.maximum(wh, lo_size), hi_size)
     else:  # Python numbers: no host-to-device copy
         wh = wh.clamp(min=float(min_size), max=min(float(max_size), 1.0))
     half = wh / 2

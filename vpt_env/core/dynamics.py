@@ -22,7 +22,7 @@ from vpt_env.core.augment import (
     aug_to_action,
     identity_aug,
 )
-from vpt_env.core.boxes import clamp_boxes, cxcywh_to_box
+from vpt_env.core.boxes import clamp_boxes, clamp_corners, cxcywh_to_box
 from vpt_env.core.random import RESET_STEP, uniform
 from vpt_env.core.state import EnvParams, ViewState
 
@@ -171,8 +171,9 @@ def step_state(params: EnvParams, state: ViewState, action: Tensor, image_hw: Te
     log_aspect = log_aspect.clamp(-bound, bound)
     # Back to normalised sides: w * h = area, w / h = aspect * H / W.
     log_norm_aspect = log_aspect + torch.log(hw[:, 0] / hw[:, 1])
-    new_wh = torch.exp(torch.stack((log_area + log_norm_aspect, log_area - log_norm_aspect), -1) / 2)
-    new_box = clamp_boxes(cxcywh_to_box(torch.cat((centre, new_wh), -1)), min_size=params.min_box_size)
+    half = torch.exp(torch.stack((log_area + log_norm_aspect, log_area - log_norm_aspect), -1) / 2) / 2
+    # clamp_boxes of the box (centre, new sides), from its corners.
+    new_box = clamp_corners(centre - half, centre + half, min_size=params.min_box_size)
     aug = state.aug
     if params.augmentations:  # with none enabled every entry keeps its value: nothing to compute
         enabled = _enabled_index(params.augmentations, action.device)
