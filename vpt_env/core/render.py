@@ -180,7 +180,9 @@ def _antialias(pool: ImagePool, image: Tensor, box: Tensor, flip: Tensor, size: 
         size,
         torch.cat([lv for lv in levels for _ in boxes]),
     ).view(len(levels), len(boxes), image.shape[0], 3, size, size)
-    out = samples.mean(dim=1)
+    # The mean of the two shifts, as a sum and a halving: exactly what mean(dim=1) gives for two
+    # non-negative samples (no -0), without a reduction kernel.
+    out = (samples[:, 0] + samples[:, 1]) / 2 if two_shifts else samples[:, 0]
     return torch.lerp(out[0], out[1], frac.view(-1, 1, 1, 1)) if two_levels else out[0]
 
 
