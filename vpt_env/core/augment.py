@@ -35,7 +35,7 @@ import functools
 import math
 
 import torch
-from kornia.filters import gaussian_blur2d
+from kornia.filters import filter2d_separable, gaussian_blur2d, get_gaussian_kernel1d
 from torch import Tensor
 
 __all__ = [
@@ -64,6 +64,7 @@ IDENTITY: tuple[float, ...] = (1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0)
 BRIGHTNESS, CONTRAST, SATURATION, HUE, GRAYSCALE, FLIP, BLUR = range(AUG_DIM)
 
 _LUMA = (0.299, 0.587, 0.114)
+_EYE = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 # RGB -> YIQ (FCC NTSC); hue rotation turns the (I, Q) plane and keeps luma.
 _YIQ = (
     (0.299, 0.587, 0.114),
@@ -153,25 +154,18 @@ def colour_transform(aug: Tensor) -> Tensor:
     """
     dev, dt = aug.device, aug.dtype
     b = aug.shape[0]
-    eye = torch.eye(3, device=dev, dtype=dt).expand(b, 3, 3)
+    eye = _constant(_EYE, dev, dt)  # broadcast over the batch, as (B, 3, 3) would be
     luma = _constant(_LUMA, dev, dt)
     grey = luma.expand(3, 3)  # every output channel = luma . rgb
-    s = aug[:, SATURATION, None, None]
+    s = aug[:, SATURATION].view(b, 1, 1)
     m = s * eye + (1 - s) * grey
     theta = aug[:, HUE] * (2 * math.pi)
     cos, sin = torch.cos(theta), torch.sin(theta)
     one, zero = torch.ones_like(cos), torch.zeros_like(cos)
-    rot = torch.stack(
-        (
-            torch.stack((one, zero, zero), -1),
-            torch.stack((zero, cos, -sin), -1),
-            torch.stack((zero, sin, cos), -1),
-        ),
-        dim=-2,
-    )
+    rot = torch.stack((one, zero, zero, zero, cos, -sin, zero, sin, cos), -1).view(b, 3, 3)
     yiq, yiq_inv = _yiq_matrices(dev, dt)
     m = yiq_inv @ rot @ yiq @ m
-    g = aug[:, GRAYSCALE, None, None]
+    g = aug[:, GRAYSCALE].view(b, 1, 1)
     m = (g * grey + (1 - g) * eye) @ m
     return m
 
@@ -207,5 +201,12 @@ def apply_augmentation(views: Tensor, aug: Tensor, max_blur_sigma: float = 2.0) 
         sigma = aug[:, BLUR].clamp(1e-3, max_blur_sigma)
         radius = max(1, min(math.ceil(3 * max_blur_sigma), h - 1, w - 1))
         k = 2 * radius + 1
-        out = gaussian_blur2d(out, (k, k), torch.stack((sigma, sigma), -1))
+        if h * w < 256 * 256:
+            # gaussian_blur2d's separable path (kornia filters views under 256 x 256 by two 1-D
+            # convolutions), with the one kernel of the square sigma made once, unchecked (sigma
+            # is clamped positive above): the same kernel and filter, in fewer calls.
+            kernel = get_gaussian_kernel1d(k, sigma[:, None])
+            out = filter2d_separable(out, kernel, kernel, "reflect")
+        else:  # kornia may take another route for large images: leave it the choice
+            out = gaussian_blur2d(out, (k, k), torch.stack((sigma, sigma), -1))
     return out

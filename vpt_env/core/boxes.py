@@ -23,6 +23,7 @@ __all__ = [
     "area",
     "box_to_cxcywh",
     "clamp_boxes",
+    "clamp_corners",
     "compose",
     "cxcywh_to_box",
     "intersection",
@@ -38,8 +39,8 @@ def box_to_cxcywh(boxes: Tensor) -> Tensor:
     Shape:
         boxes: ``(..., 4)``; returns ``(..., 4)``.
     """
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)
+    lo, hi = boxes[..., :2], boxes[..., 2:]  # x and y together: fewer, identical operations
+    return torch.cat(((lo + hi) / 2, hi - lo), dim=-1)
 
 
 def cxcywh_to_box(cxcywh: Tensor) -> Tensor:
@@ -48,8 +49,8 @@ def cxcywh_to_box(cxcywh: Tensor) -> Tensor:
     Shape:
         cxcywh: ``(..., 4)``; returns ``(..., 4)``.
     """
-    cx, cy, w, h = cxcywh.unbind(-1)
-    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+    centre, half = cxcywh[..., :2], cxcywh[..., 2:] / 2
+    return torch.cat((centre - half, centre + half), dim=-1)
 
 
 def area(boxes: Tensor) -> Tensor:
@@ -58,8 +59,8 @@ def area(boxes: Tensor) -> Tensor:
     Shape:
         boxes: ``(..., 4)``; returns ``(...)``.
     """
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return (x1 - x0).clamp_min(0) * (y1 - y0).clamp_min(0)
+    side = (boxes[..., 2:] - boxes[..., :2]).clamp_min(0)
+    return side[..., 0] * side[..., 1]
 
 
 def intersection(a: Tensor, b: Tensor) -> Tensor:
@@ -68,11 +69,10 @@ def intersection(a: Tensor, b: Tensor) -> Tensor:
     Shape:
         a, b: ``(..., 4)`` broadcastable; returns the broadcast ``(...)``.
     """
-    x0 = torch.maximum(a[..., 0], b[..., 0])
-    y0 = torch.maximum(a[..., 1], b[..., 1])
-    x1 = torch.minimum(a[..., 2], b[..., 2])
-    y1 = torch.minimum(a[..., 3], b[..., 3])
-    return (x1 - x0).clamp_min(0) * (y1 - y0).clamp_min(0)
+    lo = torch.maximum(a[..., :2], b[..., :2])
+    hi = torch.minimum(a[..., 2:], b[..., 2:])
+    side = (hi - lo).clamp_min(0)
+    return side[..., 0] * side[..., 1]
 
 
 def iou(a: Tensor, b: Tensor) -> Tensor:
@@ -146,14 +146,27 @@ def clamp_boxes(
     Returns:
         ``(..., 4)`` valid boxes inside the unit square.
     """
-    c = box_to_cxcywh(boxes)
-    wh = c[..., 2:].abs()
+    return clamp_corners(boxes[..., :2], boxes[..., 2:], min_size, max_size)
+
+
+def clamp_corners(
+    lo: Tensor,
+    hi: Tensor,
+    min_size: float | Tensor = 0.0,
+    max_size: float | Tensor = 1.0,
+) -> Tensor:
+    """:func:`clamp_boxes` of the boxes with corners ``lo = (x0, y0)`` and ``hi = (x1, y1)``.
+
+    Shape:
+        lo, hi: ``(..., 2)``; returns ``(..., 4)`` valid boxes inside the unit square.
+    """
+    wh = (hi - lo).abs()
     if isinstance(min_size, Tensor) or isinstance(max_size, Tensor):
-        lo = torch.as_tensor(min_size, dtype=boxes.dtype, device=boxes.device)
-        hi = torch.as_tensor(max_size, dtype=boxes.dtype, device=boxes.device).clamp_max(1.0)
-        wh = torch.minimum(torch.maximum(wh, lo), hi)
+        lo_size = torch.as_tensor(min_size, dtype=wh.dtype, device=wh.device)
+        hi_size = torch.as_tensor(max_size, dtype=wh.dtype, device=wh.device).clamp_max(1.0)
+        wh = torch.minimum(torch.maximum(wh, lo_size), hi_size)
     else:  # Python numbers: no host-to-device copy
         wh = wh.clamp(min=float(min_size), max=min(float(max_size), 1.0))
     half = wh / 2
-    centre = torch.minimum(torch.maximum(c[..., :2], half), 1.0 - half)
+    centre = torch.minimum(torch.maximum((lo + hi) / 2, half), 1.0 - half)
     return torch.cat((centre - half, centre + half), dim=-1)

@@ -7,6 +7,7 @@ function of the views' stream keys, episode numbers and steps
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -21,7 +22,7 @@ from vpt_env.core.augment import (
     aug_to_action,
     identity_aug,
 )
-from vpt_env.core.boxes import clamp_boxes, cxcywh_to_box
+from vpt_env.core.boxes import clamp_boxes, clamp_corners, cxcywh_to_box
 from vpt_env.core.random import RESET_STEP, uniform
 from vpt_env.core.state import EnvParams, ViewState
 
@@ -158,10 +159,11 @@ def step_state(params: EnvParams, state: ViewState, action: Tensor, image_hw: Te
     """
     box = state.box
     hw = image_hw[state.image]
-    w = box[:, 2] - box[:, 0]
-    h = box[:, 3] - box[:, 1]
-    cx = (box[:, 0] + box[:, 2]) / 2 + action[:, 0] * params.max_pan * w
-    cy = (box[:, 1] + box[:, 3]) / 2 + action[:, 1] * params.max_pan * h
+    # x and y go together through (B, 2) tensors: the same arithmetic as per axis, in fewer calls.
+    lo, hi = box[:, :2], box[:, 2:]
+    wh = hi - lo
+    centre = (lo + hi) / 2 + action[:, :2] * params.max_pan * wh
+    w, h = wh[:, 0], wh[:, 1]
     log_area = torch.log(w * h) - 2 * params.max_log_zoom * action[:, 2]
     # Pixel aspect (w * W) / (h * H), bounded in log space.
     bound = math.log(params.max_aspect)
@@ -169,22 +171,33 @@ def step_state(params: EnvParams, state: ViewState, action: Tensor, image_hw: Te
     log_aspect = log_aspect.clamp(-bound, bound)
     # Back to normalised sides: w * h = area, w / h = aspect * H / W.
     log_norm_aspect = log_aspect + torch.log(hw[:, 0] / hw[:, 1])
-    new_w = torch.exp((log_area + log_norm_aspect) / 2)
-    new_h = torch.exp((log_area - log_norm_aspect) / 2)
-    new_box = clamp_boxes(
-        cxcywh_to_box(torch.stack((cx, cy, new_w, new_h), -1)), min_size=params.min_box_size
-    )
-    aug_action = torch.zeros(action.shape[0], AUG_DIM, dtype=action.dtype, device=action.device)
-    enabled = [i for i, n in enumerate(AUG_NAMES) if n in params.augmentations]
-    if enabled:
-        aug_action[:, enabled] = action[:, 4:]
-    aug = action_to_aug(aug_action, state.aug, params.enabled_mask(action.device), params.ranges)
+    half = torch.exp(torch.stack((log_area + log_norm_aspect, log_area - log_norm_aspect), -1) / 2) / 2
+    # clamp_boxes of the box (centre, new sides), from its corners.
+    new_box = clamp_corners(centre - half, centre + half, min_size=params.min_box_size)
+    aug = state.aug
+    if params.augmentations:  # with none enabled every entry keeps its value: nothing to compute
+        enabled = _enabled_index(params.augmentations, action.device)
+        if enabled is None:  # every augmentation: the action's entries in AUG_NAMES order
+            aug_action = action[:, 4:]
+        else:
+            aug_action = action.new_zeros(action.shape[0], AUG_DIM)
+            aug_action[:, enabled] = action[:, 4:]
+        aug = action_to_aug(aug_action, state.aug, params.enabled_mask(action.device), params.ranges)
     visited = state.visited
     if visited is not None and visited.shape[1]:
         # Record the box being left in slot t % H (a ring of the H most recent).
         slot = (state.t % visited.shape[1]).view(-1, 1, 1).expand(-1, 1, 4)
         visited = visited.scatter(1, slot, box[:, None, :])
     return state._replace(box=new_box, aug=aug, t=state.t + 1, visited=visited)
+
+
+@functools.lru_cache(maxsize=64)
+def _enabled_index(augmentations: tuple[str, ...], device: torch.device) -> Tensor | None:
+    """Entries of :data:`AUG_NAMES` that the action controls, or None when it controls them all."""
+    if len(augmentations) == AUG_DIM:
+        return None
+    index = [i for i, n in enumerate(AUG_NAMES) if n in augmentations]
+    return torch.tensor(index, dtype=torch.int64, device=device)
 
 
 def discrete_to_action(params: EnvParams, state: ViewState, action_id: Tensor) -> Tensor:
@@ -208,11 +221,16 @@ step). Every other augmentation entry is set to the
         ``(B, params.action_dim)`` continuous actions.
     """
     geo = _constant(_GEOMETRY, state.box.device, torch.float32)[action_id]
+    if not params.augmentations:  # no augmentation entries: the geometry is the whole action
+        return geo
     aug = state.aug.clone()
     flip_now = action_id == 7
     aug[:, FLIP] = torch.where(flip_now, 1.0 - aug[:, FLIP], aug[:, FLIP])
-    keep = aug_to_action(aug, params.ranges)
-    fresh = uniform(state.key, state.episode, state.t, AUG_DIM) * 2 - 1
-    aug_action = torch.where((action_id == 8)[:, None], fresh, keep)
-    enabled = [i for i, n in enumerate(AUG_NAMES) if n in params.augmentations]
-    return torch.cat((geo, aug_action[:, enabled]), dim=-1)
+    aug_action = aug_to_action(aug, params.ranges)
+    draw = action_id == 8
+    # On the CPU a host check skips the draw when no view asks for one; accelerators never sync.
+    if state.box.device.type != "cpu" or bool(draw.any()):
+        fresh = uniform(state.key, state.episode, state.t, AUG_DIM) * 2 - 1
+        aug_action = torch.where(draw[:, None], fresh, aug_action)
+    enabled = _enabled_index(params.augmentations, state.box.device)
+    return torch.cat((geo, aug_action if enabled is None else aug_action[:, enabled]), dim=-1)

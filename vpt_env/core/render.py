@@ -31,6 +31,8 @@ in chunks of :data:`CPU_CHUNK`, which keeps the working set in cache.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -57,56 +59,79 @@ ANISO_SPREAD = 0.5
 SINGLE_LEVEL_SHIFT = -0.3
 
 
-def _reductions(pool: ImagePool, image: Tensor, box: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Crop pixels per output pixel along x and y: ``(B,)`` each."""
-    hw = pool.image_hw[image]
-    return (box[:, 2] - box[:, 0]) * hw[:, 1] / size, (box[:, 3] - box[:, 1]) * hw[:, 0] / size
+@functools.lru_cache(maxsize=64)
+def _centres(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(S,)`` centres of the output pixels in ``[0, 1]``: ``(j + 0.5) / S`` (made once per size)."""
+    return (torch.arange(size, device=device, dtype=dtype) + 0.5) / size
 
 
-def _clamp_level(pool: ImagePool, image: Tensor, lf: Tensor) -> Tensor:
-    return lf.clamp(min=0.0).minimum((pool.num_levels[image] - 1).to(lf.dtype))
+@functools.lru_cache(maxsize=16)
+def _x_only(device: torch.device) -> Tensor:
+    """``(2, 1)`` bool ``(True, False)``: selects the x row of a ``(B, 2, S)`` pair of axes."""
+    return torch.tensor(((True,), (False,)), device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_scale(width: int, height: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(2, 1)``: atlas pixels to ``grid_sample``'s ``[-1, 1]`` along x and y (``2 / W``, ``2 / H``)."""
+    return torch.tensor(((2.0 / width,), (2.0 / height,)), device=device, dtype=dtype)
+
+
+# Coordinates go through (B, 2, ...) tensors, x first, then y: the same arithmetic as one axis at
+# a time, in half the torch calls (a view of a batch of one is a few dozen tiny calls).
+
+
+def _reductions(pool: ImagePool, image: Tensor, box: Tensor, size: int) -> Tensor:
+    """Crop pixels per output pixel along x and y: ``(B, 2)``."""
+    return (box[:, 2:] - box[:, :2]) * pool.image_hw[image].flip(-1) / size
+
+
+def _clamp_level(lf: Tensor, top: Tensor) -> Tensor:
+    """``lf`` within ``[0, top]``, ``top`` the ``(B,)`` last level of each view's image."""
+    return lf.clamp(min=0.0).minimum(top.to(lf.dtype))
 
 
 def _single_level(pool: ImagePool, image: Tensor, box: Tensor, size: int) -> Tensor:
-    red_x, red_y = _reductions(pool, image, box, size)
-    lf = 0.5 * torch.log2((red_x * red_y).clamp_min(1e-12)) + SINGLE_LEVEL_SHIFT
-    return torch.round(_clamp_level(pool, image, lf)).long()
+    red = _reductions(pool, image, box, size)
+    lf = 0.5 * torch.log2((red[:, 0] * red[:, 1]).clamp_min(1e-12)) + SINGLE_LEVEL_SHIFT
+    return torch.round(_clamp_level(lf, pool.num_levels[image] - 1)).long()
 
 
 def _level_coords(
     pool: ImagePool, image: Tensor, box: Tensor, flip: Tensor, size: int, level: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Continuous coordinates of every output column and row in ``level``'s pixels.
+) -> tuple[Tensor, Tensor]:
+    """Continuous coordinates of every output column (row 0) and row (row 1) in ``level``'s pixels.
 
-    Returns ``x (B, S)``, ``y (B, S)`` (pixel ``k`` spans ``[k, k + 1)``) and the
-    level's ``(B, 2)`` heights and widths.
+    Returns ``(B, 2, S)`` coordinates (pixel ``k`` spans ``[k, k + 1)``) and the level's ``(B, 2)``
+    widths and heights.
     """
     hw = pool.image_hw[image]
-    lhw = pool.level_hw[image, level]
-    t = (torch.arange(size, device=box.device, dtype=box.dtype) + 0.5) / size
-    w = (box[:, 2] - box[:, 0])[:, None]
-    xs = torch.where(flip[:, None] > 0.5, box[:, 2:3] - t * w, box[:, 0:1] + t * w)
-    ys = box[:, 1:2] + t * (box[:, 3] - box[:, 1])[:, None]
+    lwh = pool.level_hw[image, level].flip(-1)
+    t = _centres(size, box.device, box.dtype)
+    corners = box.reshape(-1, 2, 2, 1)  # (x0, y0) and (x1, y1), as (B, 2, 1) each
+    lo, hi = corners[:, 0], corners[:, 1]
+    step = t * (hi - lo)
+    flipped = (flip.view(-1, 1, 1) > 0.5) & _x_only(box.device)
+    xy = torch.where(flipped, hi - step, lo + step)
     # Level L pixel k averages full-resolution pixels [k 2^L, (k + 1) 2^L), so
     # coordinates scale by W / 2^L, not by the level's own (padded) width.
-    inv = torch.exp2(-level.to(xs.dtype))[:, None]
-    return xs * (hw[:, 1:2] * inv), ys * (hw[:, 0:1] * inv), lhw
+    inv = torch.exp2(-level.to(xy.dtype))[:, None]
+    return xy * (hw.flip(-1) * inv)[:, :, None], lwh
 
 
 def _bilinear(pool: ImagePool, image: Tensor, box: Tensor, flip: Tensor, size: int, level: Tensor) -> Tensor:
     """Bilinear samples of one level per view, via the atlas: ``(B, 3, S, S)``."""
     assert pool.atlas is not None and pool.level_xy is not None
-    x, y, lhw = _level_coords(pool, image, box, flip, size, level)
+    xy, lwh = _level_coords(pool, image, box, flip, size, level)
     # Clamp to the centres of the edge pixels: outside samples take the edge
     # pixel, and nothing reads a neighbouring image in the atlas.
-    x = torch.minimum(x.clamp_min(0.5), (lhw[:, 1:2] - 0.5).to(x.dtype))
-    y = torch.minimum(y.clamp_min(0.5), (lhw[:, 0:1] - 0.5).to(y.dtype))
-    xy = pool.level_xy[image, level].to(x.dtype)
+    xy = torch.minimum(xy.clamp_min(0.5), (lwh - 0.5).to(xy.dtype)[:, :, None])
+    origin = pool.level_xy[image, level].to(xy.dtype)
     ha, wa = pool.atlas.shape[-2:]
-    gx = (xy[:, 0:1] + x) * (2.0 / wa) - 1.0  # align_corners=False: -1 is the left edge
-    gy = (xy[:, 1:2] + y) * (2.0 / ha) - 1.0
+    # align_corners=False: -1 is the left (top) edge.
+    g = (origin[:, :, None] + xy) * _grid_scale(wa, ha, xy.device, xy.dtype) - 1.0
     b = image.shape[0]
-    grid = torch.stack((gx[:, None, :].expand(b, size, size), gy[:, :, None].expand(b, size, size)), -1)
+    grid = torch.stack((g[:, 0, None, :].expand(b, size, size), g[:, 1, :, None].expand(b, size, size)), -1)
     chunk = CPU_CHUNK if box.device.type == "cpu" else b
     outs = [
         F.grid_sample(
@@ -122,12 +147,15 @@ def _bilinear(pool: ImagePool, image: Tensor, box: Tensor, flip: Tensor, size: i
 
 
 def _antialias(pool: ImagePool, image: Tensor, box: Tensor, flip: Tensor, size: int) -> Tensor:
-    red_x, red_y = _reductions(pool, image, box, size)
-    lf = _clamp_level(pool, image, torch.log2(torch.minimum(red_x, red_y).clamp_min(1e-12)) + LEVEL_SHIFT)
+    wh = box[:, 2:] - box[:, :2]
+    red = wh * pool.image_hw[image].flip(-1) / size  # _reductions, with wh kept
+    red_min, red_max = torch.aminmax(red, dim=-1)
+    top = pool.num_levels[image] - 1
+    lf = _clamp_level(torch.log2(red_min.clamp_min(1e-12)) + LEVEL_SHIFT, top)
     l0 = lf.floor().long()
     frac = lf - l0
-    l1 = torch.minimum(l0 + 1, pool.num_levels[image] - 1)
-    spread = ANISO_SPREAD * (1 - torch.minimum(red_x, red_y) / torch.maximum(red_x, red_y).clamp_min(1e-12))
+    l1 = torch.minimum(l0 + 1, top)
+    spread = ANISO_SPREAD * (1 - red_min / red_max.clamp_min(1e-12))
     # Every sample set (box +- the anisotropic shift, at levels l0 and l1) goes
     # through one batched call. On the CPU host checks drop the sets no view
     # needs (a second level when every view sits exactly on one, the second
@@ -136,10 +164,11 @@ def _antialias(pool: ImagePool, image: Tensor, box: Tensor, flip: Tensor, size: 
     cpu = box.device.type == "cpu"
     two_levels = not cpu or bool((frac > 0).any())
     two_shifts = not cpu or bool((spread > 0).any())
-    along_x = red_x > red_y
-    dx = torch.where(along_x, spread * (box[:, 2] - box[:, 0]) / size, torch.zeros_like(spread))
-    dy = torch.where(along_x, torch.zeros_like(spread), spread * (box[:, 3] - box[:, 1]) / size)
-    shift = torch.stack((dx, dy, dx, dy), dim=-1)
+    # The shift runs along the larger reduction: (dx, 0) where red_x > red_y, else (0, dy), each
+    # spread * side / S. Comparing each axis with the other gives that mask but for red_x == red_y,
+    # where the spread, and so either shift, is 0.
+    along = red > red.flip(-1)
+    shift = torch.where(along, spread[:, None] * wh / size, 0.0).repeat(1, 2)
     boxes = [box + shift, box - shift] if two_shifts else [box]
     levels = [l0, l1] if two_levels else [l0]
     k = len(boxes) * len(levels)
@@ -151,8 +180,10 @@ def _antialias(pool: ImagePool, image: Tensor, box: Tensor, flip: Tensor, size: 
         size,
         torch.cat([lv for lv in levels for _ in boxes]),
     ).view(len(levels), len(boxes), image.shape[0], 3, size, size)
-    out = samples.mean(dim=1)
-    return torch.lerp(out[0], out[1], frac[:, None, None, None]) if two_levels else out[0]
+    # The mean of the two shifts, as a sum and a halving: exactly what mean(dim=1) gives for two
+    # non-negative samples (no -0), without a reduction kernel.
+    out = (samples[:, 0] + samples[:, 1]) / 2 if two_shifts else samples[:, 0]
+    return torch.lerp(out[0], out[1], frac.view(-1, 1, 1, 1)) if two_levels else out[0]
 
 
 def render_nearest_uint8(
@@ -165,11 +196,10 @@ def render_nearest_uint8(
     if flip is None:
         flip = torch.zeros(image.shape[0], device=box.device)
     level = _single_level(pool, image, box, size)
-    x, y, lhw = _level_coords(pool, image, box, flip, size, level)
-    xi = torch.minimum(x.floor().clamp_min(0), (lhw[:, 1:2] - 1).to(x.dtype)).long()
-    yi = torch.minimum(y.floor().clamp_min(0), (lhw[:, 0:1] - 1).to(y.dtype)).long()
+    xy, lwh = _level_coords(pool, image, box, flip, size, level)
+    ixy = torch.minimum(xy.floor().clamp_min(0), (lwh - 1).to(xy.dtype)[:, :, None]).long()
     offset = pool.level_offset[image, level]
-    idx = (offset[:, None] + yi * lhw[:, 1:2])[:, :, None] + xi[:, None, :]
+    idx = (offset[:, None] + ixy[:, 1] * lwh[:, 0:1])[:, :, None] + ixy[:, 0, None, :]
     return pool.pixels.index_select(0, idx.view(-1)).view(*idx.shape, 3)
 
 
@@ -228,4 +258,5 @@ def render(pool: ImagePool, state: ViewState, params: EnvParams) -> Tensor:
 
 def to_uint8(views: Tensor) -> Tensor:
     """Float views ``(B, 3, S, S)`` in ``[0, 1]`` to uint8 ``(B, S, S, 3)``, rounding to nearest."""
-    return (views * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    rounded = (views * 255.0).round_().clamp_(0, 255).permute(0, 2, 3, 1)
+    return rounded.to(torch.uint8, memory_format=torch.contiguous_format)  # one copy: cast and layout

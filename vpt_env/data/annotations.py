@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vpt_env.core.boxes import intersection_fraction
+from vpt_env.core.boxes import area, intersection
 
 __all__ = ["MAX_CLASSES", "Annotation", "Annotations", "view_cumulant"]
 
@@ -129,6 +130,30 @@ class Annotations:
         out.frames = self.frames.to(device)
         return out
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_cumulant_cache"}
+
+    def cumulant_tables(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Per-image constants of :func:`view_cumulant`, made once (again if a tensor is replaced).
+
+        Returns ``(N, M)`` the boxes that count (a class and a positive area), ``(N, M)`` their
+        areas (1 where they do not count), ``(N, M)`` their class columns, ``(N, 1)`` the column
+        of each image's label and ``(N, 1)`` its weight (1 for a labelled image with no boxes).
+        """
+        key = (self.boxes, self.box_labels, self.labels)
+        cached = self.__dict__.get("_cumulant_cache")
+        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+            return cached[1]
+        box_area = area(self.boxes)
+        counts = (self.box_labels >= 0) & (box_area > 0)
+        safe_area = torch.where(box_area > 0, box_area, 1.0)
+        no_boxes = (self.box_labels < 0).all(dim=1)  # True for every image when M == 0
+        label_weight = (no_boxes & (self.labels >= 0))[:, None].float()
+        columns = self.box_labels.clamp_min(0)
+        tables = (counts, safe_area, columns, self.labels.clamp_min(0)[:, None], label_weight)
+        self._cumulant_cache = (key, tables)
+        return tables
+
     def class_index(self, target: int | str, name: str = "target") -> int:
         """Resolve a class given by index or name; raises ValueError naming ``name``."""
         if isinstance(target, str):
@@ -165,14 +190,13 @@ def view_cumulant(annotations: Annotations, image: Tensor, box: Tensor) -> Tenso
     out = torch.zeros(b, max(k, 1), device=box.device)
     if k == 0:
         return out[:, :0]
-    blabels = annotations.box_labels[image]  # (B, M)
-    if blabels.shape[1]:
-        frac = intersection_fraction(annotations.boxes[image], box[:, None, :])
-        frac = torch.where(blabels >= 0, frac, torch.zeros_like(frac))
-        out.scatter_add_(1, blabels.clamp_min(0), frac)
-    labels = annotations.labels[image]
-    no_boxes = (blabels < 0).all(dim=1) if blabels.shape[1] else torch.ones_like(labels, dtype=torch.bool)
-    use_label = no_boxes & (labels >= 0)
-    out.scatter_add_(1, labels.clamp_min(0)[:, None], use_label[:, None].float())
+    # intersection_fraction, restricted to the boxes that count, with the per-image constants
+    # (areas, masks, columns) made once: the same arithmetic in fewer calls per step.
+    counts, safe_area, column, label_column, label_weight = annotations.cumulant_tables()
+    if counts.shape[1]:
+        inter = intersection(annotations.boxes[image], box[:, None, :])
+        frac = torch.where(counts[image], inter / safe_area[image], 0.0)
+        out.scatter_add_(1, column[image], frac)
+    out.scatter_add_(1, label_column[image], label_weight[image])
     total = out.sum(dim=1, keepdim=True)
     return torch.where(total > 0, out / torch.where(total > 0, total, 1.0), out)

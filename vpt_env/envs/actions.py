@@ -84,10 +84,18 @@ def continuous_actions(
     accelerator the check reads one flag back to the host). ``validate=False`` skips the check
     and reads NaN as 0 and infinities as -1 and 1, with no synchronisation.
     """
-    if isinstance(actions, torch.Tensor):  # checked where it lies, then moved
-        a = actions if actions.is_floating_point() else actions.to(torch.float32)
-    else:  # host data: checked on the host, in float64
-        a = torch.as_tensor(np.asarray(actions, dtype=np.float64))
+    if not isinstance(actions, torch.Tensor):  # host data: checked and clipped on the host, in float64
+        arr = np.asarray(actions, dtype=np.float64)
+        if arr.shape != (n, dim):
+            raise ValueError(f"actions must have shape {(n, dim)}, got {tuple(arr.shape)}")
+        finite = np.isfinite(arr)
+        if validate and not finite.all():
+            bad = np.flatnonzero(~finite.all(axis=1)).tolist()
+            raise ValueError(f"actions must be finite; NaN or infinity in env(s) {bad}")
+        if not validate:
+            arr = np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=-1.0)
+        return torch.from_numpy(np.clip(arr, -1.0, 1.0).astype(np.float32)).to(device)
+    a = actions if actions.is_floating_point() else actions.to(torch.float32)  # checked where it lies
     if a.shape != (n, dim):
         raise ValueError(f"actions must have shape {(n, dim)}, got {tuple(a.shape)}")
     if validate and not bool(torch.isfinite(a).all()):

@@ -203,10 +203,10 @@ class ImageViewEnv(gym.Env[Any, np.ndarray]):
         reward, terminated = self._env.step_batch(self._batch_of_one(action))
         return (
             _first(self._env._observation()),
-            float(reward[0]),
-            bool(terminated[0]),
+            float(reward),  # a batch of one: its only value
+            bool(terminated),
             False,
-            _first(self._env._info()),
+            _first(self._env._info(masks=False)),
         )
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]

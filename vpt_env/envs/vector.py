@@ -419,11 +419,15 @@ class ImageViewVectorEnv(ViewsFromState, VectorEnv):
         obs = self.task.observation(view, self._state, self._memo)
         return {k: self._out(v) for k, v in obs.items()} if isinstance(obs, dict) else self._out(obs)
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self, masks: bool = True) -> dict[str, Any]:
+        """The infos, with Gymnasium's ``_key`` masks unless ``masks`` is False (the single envs)."""
         assert self._state is not None and self._views is not None
+        values = self.task.info(self._state, self._views, self._memo)
+        if not masks:
+            return {k: self._out(v) for k, v in values.items()}
         mask = self._out(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         info: dict[str, Any] = {}
-        for k, v in self.task.info(self._state, self._views, self._memo).items():
+        for k, v in values.items():
             info[k] = self._out(v)
             info[f"_{k}"] = mask
         return info
