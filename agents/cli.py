@@ -83,14 +83,29 @@ _PRETRAIN_DEFAULTS = {"out_dir": "runs/pretrain", "steps": 300}
 
 def _pretrain_parser(sub: Any) -> None:
     from agents.config_cli import add_dataclass_arguments
-    from agents.pretrain import DataConfig
-    from agents.systems import SystemConfig
+    from agents.encoders import ENCODER_NAMES
+    from agents.pretrain import AB_VIEWS, DataConfig
+    from agents.systems import METHODS, TEXT_ENCODERS, SystemConfig
+    from agents.systems.config import SUPERVISED_TARGETS
+    from agents.train_config import AMP_MODES
     from agents.trainer import TrainConfig
 
     p = sub.add_parser("pretrain", help="pre-train an encoder (AB or a base method); resumes its --out-dir")
-    add_dataclass_arguments(p, SystemConfig, exclude=("num_classes",), title="system (SystemConfig)")
-    add_dataclass_arguments(p, DataConfig, title="data (DataConfig)")
-    add_dataclass_arguments(p, TrainConfig, defaults=_PRETRAIN_DEFAULTS, title="training (TrainConfig)")
+    system_choices = {
+        "method": METHODS, "encoder": ENCODER_NAMES, "text_encoder": TEXT_ENCODERS,
+        "supervised_target": SUPERVISED_TARGETS,
+    }  # fmt: skip
+    add_dataclass_arguments(
+        p, SystemConfig, exclude=("num_classes",), title="system (SystemConfig)", choices=system_choices
+    )
+    add_dataclass_arguments(p, DataConfig, title="data (DataConfig)", choices={"ab_views": AB_VIEWS})
+    add_dataclass_arguments(
+        p,
+        TrainConfig,
+        defaults=_PRETRAIN_DEFAULTS,
+        title="training (TrainConfig)",
+        choices={"amp": AMP_MODES},
+    )
     p.add_argument("--no-resume", dest="resume", action="store_false", help="start over in --out-dir")
     p.set_defaults(run=_pretrain)
 

@@ -32,6 +32,7 @@ import dataclasses
 import inspect
 import itertools
 import json
+import re
 import textwrap
 import typing
 from collections.abc import Iterable
@@ -61,6 +62,19 @@ def field_docs(cls: type) -> dict[str, str]:
             ):
                 docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
+
+
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+
+
+def plain_text(doc: str) -> str:
+    """A docstring's reST markup as plain text for ``--help`` (roles and double backquotes).
+
+    >>> plain_text("One of :data:`METHODS` (``'clip'``) or :func:`~agents.encoders.make_encoder`.")
+    "One of METHODS ('clip') or make_encoder."
+    """
+    doc = _ROLE.sub(lambda m: m[2].rsplit(".", 1)[-1] if m[1] else m[2], doc)
+    return doc.replace("``", "")
 
 
 def _none_or(parse: Any) -> Any:
@@ -100,8 +114,10 @@ def add_dataclass_arguments(
     exclude: Iterable[str] = (),
     defaults: dict[str, Any] | None = None,
     title: str | None = None,
+    choices: dict[str, Iterable[str]] | None = None,
 ) -> None:
-    """Add one flag per field of ``cls`` (an argument group titled ``title`` if given).
+    """Add one flag per field of ``cls`` (an argument group titled ``title`` if given); its help is
+    the field's docstring as plain text, with the accepted values and the default.
 
     Args:
         parser: an ``argparse`` parser (or group).
@@ -109,6 +125,8 @@ def add_dataclass_arguments(
         exclude: fields that get no flag (set by the caller).
         defaults: default values overriding the dataclass's own.
         title: an argument-group title for ``--help``.
+        choices: the accepted values of some fields, listed in their help (the config itself
+            refuses others, naming them).
     """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -126,7 +144,10 @@ def add_dataclass_arguments(
             default = f.default_factory()
         else:
             default = None
-        help_text = (docs.get(f.name, "") + f" (default: {default!r})").replace("%", "%%")
+        accepted = f" Choices: {', '.join(choices[f.name])}." if choices and f.name in choices else ""
+        help_text = (plain_text(docs.get(f.name, "")) + accepted + f" (default: {default!r})").replace(
+            "%", "%%"
+        )
         args = typing.get_args(hint)
         optional = type(None) in args
         base = next((a for a in args if a is not type(None)), hint) if optional else hint

@@ -90,6 +90,15 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"vpt-env {vpt_env.__version__}"
 
 
+def test_pretrain_help_is_plain_text_with_choices_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and ":data:" not in out and ":func:" not in out and ":class:" not in out
+    assert "Choices: abclip, abdino, absimclr" in " ".join(out.split())
+    assert "(default: 'absimclr')" in " ".join(out.split())
+
+
 def test_bad_flags_name_the_field(tmp_path, capsys):
     assert main(["pretrain", "--method", "byol", "--steps", "1", "--out-dir", str(tmp_path), *TINY]) == 2
     err = capsys.readouterr().err
