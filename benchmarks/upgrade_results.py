@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             new, left_out = upgrade_results(json.loads(path.read_text()))
         except (OSError, ValueError) as e:
             raise SystemExit(f"{path}: {e}") from e
+        except (KeyError, TypeError, AttributeError) as e:  # a run record missing a field
+            why = f"{type(e).__name__}: {e}"
+            raise SystemExit(f"{path}: not a readable results.json of format 1 ({why})") from e
         backup = path.with_name(path.stem + ".v1.json")
         backup.write_text(path.read_text())
         tmp = path.with_name(path.name + ".tmp")

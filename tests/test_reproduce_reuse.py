@@ -25,6 +25,7 @@ from reproduction import runner  # noqa: E402
 from reproduction.cli import apply_overrides  # noqa: E402
 from reproduction.profiles import PROFILES, parse_row, run_identity  # noqa: E402
 from reproduction.reuse import read_results  # noqa: E402
+from upgrade_results import main as upgrade_main  # noqa: E402
 from upgrade_results import upgrade_results  # noqa: E402
 
 from agents.export import load_encoder  # noqa: E402
@@ -234,6 +235,12 @@ def test_upgrade_converts_a_format_1_report_once(tmp_path: Path) -> None:
         upgrade_results(tampered)
     with pytest.raises(ValueError, match=r"not a results\.json of format 1"):
         upgrade_results(record)
+    broken = json.loads(json.dumps(v1))
+    del broken["runs"][2]["row"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(SystemExit, match=r"not a readable results\.json of format 1 \(KeyError: 'row'\)"):
+        upgrade_main([str(tmp_path / "broken.json")])
+    assert not (tmp_path / "broken.v1.json").exists()  # nothing written
 
 
 def test_dry_run_counts_what_reuse_would_take_and_writes_nothing(finished: Path, tmp_path: Path) -> None:
