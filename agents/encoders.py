@@ -347,6 +347,7 @@ _REGISTRY: dict[str, Callable[..., Encoder]] = {
     "vit_tiny": _vit_preset("vit_tiny", 192, 3),
     "vit_small": _vit_preset("vit_small", 384, 6),
 }
+#: The names :func:`make_encoder` accepts.
 ENCODER_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 

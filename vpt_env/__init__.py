@@ -37,6 +37,7 @@ from vpt_env.envs.task import ViewTask
 from vpt_env.rewards import REWARDS, RewardFn, make_reward, register_reward
 from vpt_env.sampling import TransitionBatch, TransitionSampler
 
+#: The package version.
 __version__ = "0.1.0"
 
 __all__ = [

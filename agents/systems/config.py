@@ -20,8 +20,11 @@ from agents.encoders import ENCODER_NAMES
 
 __all__ = ["BASE_METHODS", "METHODS", "TEXT_ENCODERS", "SystemConfig"]
 
+#: The four base methods.
 BASE_METHODS: tuple[str, ...] = ("clip", "dino", "simclr", "supervised")
+#: Every method: a base or its annotation-bootstrapping version (``"ab" + base``).
 METHODS: tuple[str, ...] = tuple(sorted(BASE_METHODS + tuple("ab" + m for m in BASE_METHODS)))
+#: The CLIP text towers (``SystemConfig.text_encoder``).
 TEXT_ENCODERS: tuple[str, ...] = ("bytes", "sentence")
 SUPERVISED_TARGETS: tuple[str, ...] = ("auto", "label", "multilabel")
 

@@ -49,6 +49,7 @@ __all__ = [
     "identity_aug",
 ]
 
+#: The augmentation entries, in the order of a view's ``aug`` vector.
 AUG_NAMES: tuple[str, ...] = (
     "brightness",
     "contrast",
@@ -58,7 +59,9 @@ AUG_NAMES: tuple[str, ...] = (
     "flip",
     "blur",
 )
+#: Length of the ``aug`` vector.
 AUG_DIM = len(AUG_NAMES)
+#: The augmentations that are on or off (their entry is 0 or 1), the others continuous.
 BINARY_AUGS: frozenset[str] = frozenset({"grayscale", "flip"})
 IDENTITY: tuple[float, ...] = (1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0)
 BRIGHTNESS, CONTRAST, SATURATION, HUE, GRAYSCALE, FLIP, BLUR = range(AUG_DIM)

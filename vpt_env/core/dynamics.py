@@ -207,7 +207,7 @@ def discrete_to_action(params: EnvParams, state: ViewState, action_id: Tensor) -
     down by ``max_pan`` box sides; 5/6 zoom in/out by ``exp(max_log_zoom)``;
     7 toggles the flip; 8 draws a new augmentation (uniform action values for
     every enabled entry, drawn from the view's random stream at its current
-step). Every other augmentation entry is set to the
+    step). Every other augmentation entry is set to the
     action value that keeps its current setting, so the continuous transition
     reproduces it. Flip toggles only when ``"flip"`` is enabled, and id 8 acts
     only when some augmentation is.

@@ -43,6 +43,7 @@ from vpt_env.data.pool import ImagePool
 
 __all__ = ["INTERPOLATIONS", "render", "render_crops", "render_nearest_uint8", "to_uint8"]
 
+#: The accepted values of ``EnvParams.interpolation``, most accurate first (see above).
 INTERPOLATIONS = ("antialias", "bilinear", "nearest")
 #: Views per ``grid_sample`` call on the CPU.
 CPU_CHUNK = 256

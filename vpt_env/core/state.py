@@ -15,6 +15,8 @@ from vpt_env.core.augment import AUG_DIM, AUG_NAMES, _constant
 
 __all__ = ["DEFAULT_AUG_RANGES", "EnvParams", "ViewState"]
 
+#: ``name -> (low, high)`` of every augmentation entry, unless ``EnvParams.aug_ranges`` overrides it
+#: (grayscale and flip: off or on).
 DEFAULT_AUG_RANGES: dict[str, tuple[float, float]] = {
     "brightness": (0.6, 1.4),
     "contrast": (0.6, 1.4),

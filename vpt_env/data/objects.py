@@ -364,4 +364,5 @@ class ObjectSource:
         return Annotation(label=label, boxes=self._boxes[index][None], box_labels=[label])
 
     def name(self, index: int) -> str:
+        """``"{set} {split} image {index}"``, for warnings and errors."""
         return f"{self.set_name} {self.split} image {index}"

@@ -380,4 +380,5 @@ class SceneSource:
         )
 
     def name(self, index: int) -> str:
+        """``"scene {index} ({split})"``, for warnings and errors."""
         return f"scene {index} ({self.config.split})"

@@ -55,9 +55,13 @@ class ImageSource(Protocol):
 
     def __len__(self) -> int: ...
 
-    def image(self, index: int) -> Any: ...
+    def image(self, index: int) -> Any:
+        """Image ``index``: any array or PIL image (converted to RGB uint8 on load)."""
+        ...
 
-    def annotation(self, index: int) -> Annotation: ...
+    def annotation(self, index: int) -> Annotation:
+        """The :class:`Annotation` of image ``index`` (possibly empty)."""
+        ...
 
 
 class ArraySource:
@@ -110,6 +114,7 @@ class ArraySource:
         return Annotation(label=None if self._labels is None else self._labels[index])
 
     def name(self, index: int) -> str:
+        """``"image {index}"``: how warnings and errors name image ``index``."""
         return f"image {index}"
 
 
@@ -138,6 +143,7 @@ class FilesSource:
         return Annotation()
 
     def name(self, index: int) -> str:
+        """The path of image ``index``, for warnings and errors."""
         return str(self.paths[index])
 
 
@@ -218,6 +224,7 @@ class SubsetSource:
         return self.source.annotation(self.indices[index])
 
     def name(self, index: int) -> str:
+        """The underlying source's name of image ``index`` (``"image {i}"`` if it names none)."""
         i = self.indices[index]
         return self.source.name(i) if hasattr(self.source, "name") else f"image {i}"
 

@@ -44,7 +44,9 @@ class RewardFn(Protocol):
     the source's class prompts; the reward is then one column of it.
     """
 
-    def __call__(self, views: Tensor, state: ViewState, annotations: Annotations) -> Tensor: ...
+    def __call__(self, views: Tensor, state: ViewState, annotations: Annotations) -> Tensor:
+        """The reward of each view: a ``(B,)`` float tensor on the views' device."""
+        ...
 
 
 #: Named reward factories: ``name -> factory(annotations, **kwargs) -> RewardFn``.
