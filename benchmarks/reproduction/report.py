@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.eval import format_table
 from agents.mechanism import MECHANISM_KEYS
@@ -13,11 +14,22 @@ from agents.mechanism import MECHANISM_KEYS
 from .probing import PROBE_NAMES, TASKS
 from .profiles import PAIRS, Profile, parse_row
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 #: Version of ``results.json``: 2 stamps each run with its identity (:func:`~.profiles.run_identity`);
 #: files without ``format`` (1: row fingerprints) are converted once by ``benchmarks/upgrade_results.py``.
 RESULTS_FORMAT = 2
 
-__all__ = ["mechanism_summary", "paired_differences", "summarise", "write_outputs"]
+__all__ = [
+    "curves_figure",
+    "mechanism_summary",
+    "paired_differences",
+    "pairs_figure",
+    "record_figures",
+    "summarise",
+    "write_outputs",
+]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -149,10 +161,10 @@ def paired_differences(evals: list[dict[str, Any]], tasks: tuple[str, ...]) -> d
             for probe in PROBE_NAMES:
                 diffs = []
                 for seed, ordering in keys:
-                    ra = by_key[(ab, seed, ordering)].get("final", {}).get(task, {})
-                    rb = by_key[(base, seed, ordering)].get("final", {}).get(task, {})
-                    if probe in ra and probe in rb:
-                        diffs.append(ra[probe][ra["metric"]] - rb[probe][rb["metric"]])
+                    sa = _score(by_key[(ab, seed, ordering)], task, probe)
+                    sb = _score(by_key[(base, seed, ordering)], task, probe)
+                    if sa is not None and sb is not None:
+                        diffs.append(sa - sb)
                 if diffs:
                     mean, std = _mean_std(diffs)
                     wins = sum(d > 0 for d in diffs)
@@ -180,9 +192,10 @@ def _paired_table(paired: dict[str, Any]) -> str:
 
 
 def _curve_points(
-    evals: list[dict[str, Any]], profile: Profile
+    evals: list[dict[str, Any]], steps: int, batch_size: int, tasks: Sequence[str], probes: Sequence[str]
 ) -> dict[str, dict[str, dict[int, list[float]]]]:
-    """``{row: {task/probe: {images_seen: [score per run]}}}``, step 0 from the seed's random row."""
+    """``{row: {task/probe: {images_seen: [score per run]}}}``, step 0 from the seed's random row and
+    ``steps`` (the last) from each run's final scores."""
     random = {e["seed"]: e for e in evals if e["row"] == "random"}
     out: dict[str, Any] = {}
     for e in evals:
@@ -190,17 +203,17 @@ def _curve_points(
             continue
         row = out.setdefault(e["row"], {})
         points = {int(s): r for s, r in e.get("curve", {}).items()}
-        points[profile.steps] = e.get("final", {})
+        points[steps] = e.get("final", {})
         if e["seed"] in random:
             points[0] = random[e["seed"]].get("final", {})
         for step, results in points.items():
-            for task in profile.curve_tasks:
+            for task in tasks:
                 res = results.get(task)
-                for probe in profile.curve_probes:
+                for probe in probes:
                     if res and probe in res:
                         key = f"{task}/{probe}"
                         score = res[probe][res["metric"]]
-                        row.setdefault(key, {}).setdefault(step * profile.batch_size, []).append(score)
+                        row.setdefault(key, {}).setdefault(step * batch_size, []).append(score)
     return out
 
 
@@ -240,86 +253,248 @@ def _times_table(times: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: Figure labels of the tasks, probes and metrics.
+TASK_LABELS = {"scene": "scene task", "region": "region task", "heldout": "held-out task"}
+PROBE_LABELS = {"linear": "linear probe", "knn": "k-NN probe", "attentive": "attention-pooling probe"}
+METRIC_LABELS = {"top1": "top-1 accuracy", "map": "mAP"}
+#: The reference lines of every panel: label, line style and colour.
+REFERENCE_LINES = {
+    "random": ("random-init floor", ":", "0.3"),
+    "supervised": ("supervised ceiling", "--", "0.3"),
+    "chance": ("chance", "-.", "tab:red"),
+}
+
+
+def _score(e: dict[str, Any], task: str, probe: str) -> float | None:
+    """A run's final score of ``task`` with ``probe`` (None where it has none)."""
+    res = e.get("final", {}).get(task, {})
+    return res[probe][res["metric"]] if probe in res else None
+
+
+def _metric(summary: dict[str, Any], task: str) -> str | None:
+    return next((cells[task]["metric"] for cells in summary.values() if task in cells), None)
+
+
+def _panel(ax: Any, summary: dict[str, Any], task: str, probe: str) -> None:
+    """Title (``"region task, attention-pooling probe"``), the metric on the y axis and the reference
+    lines of ``task`` and ``probe`` that the summary holds: the random-init floor and the supervised
+    ceiling (those rows' means) and chance (the task's), labelled as in :data:`REFERENCE_LINES`.
+
+    Chance far below everything else would squash the panel: the axis then stops above it and the
+    title gives its value (the line is still there, off the visible range).
+    """
+    metric = _metric(summary, task)
+    title = f"{TASK_LABELS.get(task, task)}, {PROBE_LABELS.get(probe, probe)}"
+    ax.set_ylabel(f"{METRIC_LABELS.get(metric or '', metric or 'score')} (%)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    lo, hi = ax.get_ylim()
+    for ref in ("random", "supervised"):
+        cell = summary.get(ref, {}).get(task, {}).get(probe)
+        if cell:
+            label, style, colour = REFERENCE_LINES[ref]
+            ax.axhline(100 * cell["mean"], color=colour, linestyle=style, linewidth=1.2, label=label)
+            lo, hi = min(lo, 100 * cell["mean"]), max(hi, 100 * cell["mean"])
+    chance = next((c[task]["chance"] for c in summary.values() if "chance" in c.get(task, {})), None)
+    if chance is not None:
+        label, style, colour = REFERENCE_LINES["chance"]
+        ax.axhline(100 * chance, color=colour, linestyle=style, linewidth=1.2, label=label)
+        if 100 * chance < lo - 0.5 * (hi - lo):
+            title += f"\n(chance {100 * chance:.1f} %, below the axis)"
+        else:
+            lo = min(lo, 100 * chance)
+    pad = 0.05 * ((hi - lo) or 1.0)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_title(title, fontsize=9)
+
+
+def _legend(fig: Any, axes: list[Any], columns: int) -> None:
+    """One legend below the panels with every label of ``axes`` once."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncol=min(len(handles), columns),
+            fontsize=8,
+            frameon=False,
+        )
+
+
+def curves_figure(
+    summary: dict[str, Any],
+    evals: list[dict[str, Any]],
+    title: str,
+    *,
+    steps: int,
+    batch_size: int,
+    tasks: Sequence[str],
+    probes: Sequence[str],
+) -> Figure | None:
+    """Score against images seen (``step * batch_size``; the final scores at ``steps``) of each
+    trained row (mean ± std band over its runs), a panel per task of ``tasks`` and probe of
+    ``probes``, with the reference lines of :func:`_panel`; None without curve points.
+
+    A :class:`matplotlib.figure.Figure` made without pyplot (save it with ``savefig``).
+    """
+    from matplotlib.figure import Figure
+
+    curves = _curve_points(evals, steps, batch_size, tasks, probes)
+    keys = [(t, p) for t in tasks for p in probes]
+    if not curves or not keys:
+        return None
+    fig = Figure(figsize=(4.2 * len(keys), 4.2), layout="constrained")
+    axes = list(fig.subplots(1, len(keys), squeeze=False)[0])
+    for ax, (task, probe) in zip(axes, keys, strict=True):
+        for row, series in curves.items():
+            pts = sorted(series.get(f"{task}/{probe}", {}).items())
+            if not pts:
+                continue
+            xs = [x for x, _ in pts]
+            stats = [_mean_std(v) for _, v in pts]
+            ys = [100 * m for m, _ in stats]
+            lows = [100 * (m - s) for m, s in stats]
+            highs = [100 * (m + s) for m, s in stats]
+            (line,) = ax.plot(xs, ys, marker="o", markersize=4, label=row)
+            ax.fill_between(xs, lows, highs, alpha=0.15, color=line.get_color())
+        _panel(ax, summary, task, probe)
+        ax.set_xlabel("images seen in pre-training", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(
+        f"{title}\nprobe score of the frozen encoder against images seen (mean ± std over runs; "
+        "0 = the random init)",
+        fontsize=9,
+    )
+    _legend(fig, axes, columns=6)
+    return fig
+
+
+def pairs_figure(summary: dict[str, Any], evals: list[dict[str, Any]], title: str) -> Figure | None:
+    """Each AB row beside its base (and an ablation beside its AB row), a panel per task and probe: a
+    dot per run, a line joining the two runs of the same seed and ordering (green where the right row
+    scored higher, red where lower), mean ± std bars, and the reference lines of :func:`_panel`; None
+    without such a pair. A :class:`matplotlib.figure.Figure` made without pyplot.
+    """
+    from matplotlib.figure import Figure
+
+    pairs = _comparisons(sorted({e["row"] for e in evals}))
+    tasks = [t for t in TASKS if any(t in cells for cells in summary.values())]
+    if not pairs or not tasks:
+        return None
+    width = max(3.6, 1.5 * len(pairs) + 1.2)
+    fig = Figure(figsize=(width * len(PROBE_NAMES), 3.3 * len(tasks) + 0.8), layout="constrained")
+    grid = fig.subplots(len(tasks), len(PROBE_NAMES), squeeze=False)
+    for i, task in enumerate(tasks):
+        for j, probe in enumerate(PROBE_NAMES):
+            ax = grid[i][j]
+            for k, (ab, base) in enumerate(pairs):
+                scores = {}
+                for dx, row, colour in ((-0.2, base, "tab:blue"), (0.2, ab, "tab:orange")):
+                    runs = {
+                        (e["seed"], e["ordering"]): s
+                        for e in evals
+                        if e["row"] == row and (s := _score(e, task, probe)) is not None
+                    }
+                    scores[dx] = runs
+                    if not runs:
+                        continue
+                    vals = [100 * v for v in runs.values()]
+                    ax.scatter([k + dx] * len(vals), vals, s=14, color=colour, zorder=3, label="one run")
+                    mean, std = _mean_std(vals)
+                    ax.errorbar(
+                        k + 2 * dx,
+                        mean,
+                        yerr=std,
+                        fmt="_",
+                        markersize=12,
+                        color=colour,
+                        capsize=4,
+                        label="mean ± std",
+                    )
+                for key in sorted(set(scores[-0.2]) & set(scores[0.2])):
+                    left, right = 100 * scores[-0.2][key], 100 * scores[0.2][key]
+                    ahead = right > left
+                    ax.plot(
+                        [k - 0.2, k + 0.2],
+                        [left, right],
+                        color="tab:green" if ahead else "tab:red",
+                        alpha=0.7,
+                        linewidth=1,
+                        label=f"same seed and ordering, right row {'higher' if ahead else 'not higher'}",
+                    )
+            _panel(ax, summary, task, probe)
+            ticks = [k + dx for k in range(len(pairs)) for dx in (-0.2, 0.2)]
+            ax.set_xticks(ticks, [row for ab, base in pairs for row in (base, ab)], fontsize=7)
+            ax.set_xlim(-0.6, len(pairs) - 0.4)
+    fig.suptitle(
+        f"{title}\neach AB row (orange, right) against its base (blue, left); lines join the runs "
+        "of the same seed and data ordering",
+        fontsize=9,
+    )
+    _legend(fig, [ax for row in grid for ax in row], columns=4)
+    return fig
+
+
+def _figures(
+    summary: dict[str, Any], evals: list[dict[str, Any]], title: str, **curves: Any
+) -> dict[str, Figure]:
+    """``{"curves": curves_figure(..., **curves), "pairs": pairs_figure(...)}``, those not None."""
+    figures = {
+        "curves": curves_figure(summary, evals, title, **curves),
+        "pairs": pairs_figure(summary, evals, title),
+    }
+    return {name: fig for name, fig in figures.items() if fig is not None}
+
+
 def _plots(
     summary: dict[str, Any], evals: list[dict[str, Any]], profile: Profile, out: Path, title: str
 ) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Write ``curves.png`` (:func:`curves_figure`) and ``pairs.png`` (:func:`pairs_figure`) under
+    ``out``, those there is something to draw for; returns their paths."""
+    figures = _figures(
+        summary,
+        evals,
+        title,
+        steps=profile.steps,
+        batch_size=profile.batch_size,
+        tasks=profile.curve_tasks,
+        probes=profile.curve_probes,
+    )
     written = []
-    curves = _curve_points(evals, profile)
-    keys = [f"{t}/{p}" for t in profile.curve_tasks for p in profile.curve_probes]
-    if curves and keys:
-        fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
-        for ax, key in zip(axes[0], keys, strict=True):
-            for row, series in curves.items():
-                pts = sorted(series.get(key, {}).items())
-                if not pts:
-                    continue
-                xs = [x for x, _ in pts]
-                stats = [_mean_std(v) for _, v in pts]
-                ys = [100 * m for m, _ in stats]
-                sd = [100 * s for _, s in stats]
-                ax.plot(xs, ys, marker="o", label=row)
-                ax.fill_between(
-                    xs,
-                    [y - s for y, s in zip(ys, sd, strict=True)],
-                    [y + s for y, s in zip(ys, sd, strict=True)],
-                    alpha=0.2,
-                )
-            ax.set_title(key)
-            ax.set_xlabel("images seen")
-            ax.set_ylabel("score (%)")
-            ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
-        fig.suptitle(title, fontsize=9)
-        fig.tight_layout()
-        written.append(out / "curves.png")
+    for name, fig in figures.items():
+        written.append(out / f"{name}.png")
         fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    pairs = [(b, a) for b, a in PAIRS if b in summary or a in summary]
-    tasks = [t for t in profile.tasks if any(t in summary[r] for r in summary)]
-    if pairs and tasks:
-        fig, axes = plt.subplots(
-            len(tasks), len(PROBE_NAMES), figsize=(4.2 * len(PROBE_NAMES), 3.2 * len(tasks)), squeeze=False
-        )
-        for i, task in enumerate(tasks):
-            for j, probe in enumerate(PROBE_NAMES):
-                ax = axes[i][j]
-                for k, (base, ab) in enumerate(pairs):
-                    for dx, row, colour in ((-0.15, base, "tab:blue"), (0.15, ab, "tab:orange")):
-                        cell = summary.get(row, {}).get(task, {}).get(probe)
-                        if not cell:
-                            continue
-                        vals = [100 * v for v in cell["values"]]
-                        ax.scatter([k + dx] * len(vals), vals, s=12, color=colour, alpha=0.6)
-                        ax.errorbar(
-                            k + dx,
-                            100 * cell["mean"],
-                            yerr=100 * cell["std"],
-                            fmt="_",
-                            color=colour,
-                            capsize=6,
-                            markersize=14,
-                            label=("base" if dx < 0 else "AB") if k == 0 else None,
-                        )
-                for ref, style in (("random", ":"), ("supervised", "--")):
-                    cell = summary.get(ref, {}).get(task, {}).get(probe)
-                    if cell:
-                        ax.axhline(100 * cell["mean"], color="grey", linestyle=style, linewidth=1, label=ref)
-                ax.set_xlim(-0.6, len(pairs) - 0.4)
-                ax.set_xticks(range(len(pairs)), [f"{a}\nvs {b}" for b, a in pairs], fontsize=7)
-                ax.set_title(f"{task} / {probe}", fontsize=9)
-                ax.grid(alpha=0.3, axis="y")
-        axes[0][0].legend(fontsize=7)
-        fig.suptitle(title, fontsize=9)
-        fig.tight_layout()
-        written.append(out / "pairs.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
     return written
+
+
+def _title(profile_name: str, machine: dict[str, Any]) -> str:
+    return f"{profile_name} on {machine['device_name']} ({machine['date'][:10]})"
+
+
+def record_figures(record: dict[str, Any]) -> dict[str, Figure]:
+    """The figures of a ``results.json`` record of this format, as :func:`write_outputs` draws them:
+    ``{"curves": ..., "pairs": ...}`` (those there is something to draw for).
+
+    Raises:
+        ValueError: the record is of another format.
+    """
+    if record.get("format") != RESULTS_FORMAT:
+        raise ValueError(f"results.json of format {record.get('format', 1)}, not {RESULTS_FORMAT}")
+    profile, summary = record["profile"], record["summary"]
+    evals = [r["eval"] for r in record["runs"] if r.get("eval")]
+    return _figures(
+        summary,
+        evals,
+        _title(profile["name"], record["machine"]),
+        steps=profile["train"]["steps"],
+        batch_size=profile["train"]["batch_size"],
+        tasks=profile["curve_tasks"],
+        probes=profile["curve_probes"],
+    )
 
 
 def write_outputs(
@@ -451,7 +626,6 @@ def write_outputs(
     }
     paths["json"].write_text(json.dumps(record, indent=2, default=list))
     if plots:
-        title = f"{profile.name} on {machine['device_name']} ({machine['date'][:10]})"
-        for p in _plots(summary, evals, profile, out, title):
+        for p in _plots(summary, evals, profile, out, _title(profile.name, machine)):
             paths[p.stem] = p
     return paths
