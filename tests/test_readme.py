@@ -19,12 +19,28 @@ def _blocks() -> list[tuple[str, str]]:
     out = []
     for path in DOCS:
         text = path.read_text()
-        for m in re.finditer(r"```python\n(.*?)```", text, flags=re.S):
+        for m in re.finditer(r"^```python\n(.*?)^```[ \t]*$", text, flags=re.S | re.M):
             out.append((f"{path.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 1}", m.group(1)))
     return out
 
 
 BLOCKS = _blocks()
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
+def test_every_fence_is_closed(path: Path) -> None:
+    """Fences alternate opening (with or without a language) and closing (a bare fence): a block
+    left open swallows the rest of the page, and a fence that opens another language is no close."""
+    open_at = None
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.startswith("```"):
+            continue
+        if open_at is None:
+            open_at = number
+        else:
+            assert line.strip() == "```", f"{path.name}:{number}: {line!r} inside the block opened at line {open_at}"
+            open_at = None
+    assert open_at is None, f"{path.name}: the block opened at line {open_at} is never closed"
 
 
 def test_the_readme_has_python_blocks() -> None:
