@@ -3,13 +3,17 @@
 
 Usage::
 
-    vpt info SOURCE [--out DIR] [--max-images N] [--strict]
+    vpt info SOURCE [--out DIR] [--max-images N] [--strict] [--no-progress]
     vpt bench-reward NAME|module:function [--source photos] [--target T] [--device cpu]
-                     [--out DIR] [--seconds S] [--threads N] [--train-steps N]
+                     [--out DIR] [--seconds S] [--threads N] [--train-steps N] [--no-progress]
     vpt pretrain --method abclip --source scenes --steps 300 [--out-dir runs/pretrain] [every knob: --help]
     vpt eval --ckpt RUN|FILE [--source S] [--baseline random] [--task image|objects] [--out DIR]
+             [--no-progress]
     vpt export --ckpt RUN [--out encoder.safetensors]
     vpt valuemap --ckpt RUN [--source S] [--image N] [--grid G] [--move-size S] [--out DIR]
+
+Long work (reading images, training, probing) shows its progress on stderr: a bar on a terminal,
+else a plain line every 10 s (``--no-progress``: none); stdout holds only the results.
 
 Every ``pretrain`` flag is a documented field of :class:`agents.pretrain.DataConfig`,
 :class:`agents.systems.SystemConfig` or :class:`agents.trainer.TrainConfig`.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,9 @@ __all__ = ["main"]
 def _info(args: argparse.Namespace) -> int:
     from vpt_env.data.summary import contact_sheet, summarize_source
 
-    summary, samples, classes = summarize_source(args.source, max_images=args.max_images, strict=args.strict)
+    summary, samples, classes = summarize_source(
+        args.source, max_images=args.max_images, strict=args.strict, progress=args.progress
+    )
     print(summary.table())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,6 +70,7 @@ def _bench_reward(args: argparse.Namespace) -> int:
             steps=args.train_steps,
             device=args.device,
             threads=args.threads,
+            progress=args.progress,
         )
         t = result.train
         print(
@@ -132,7 +140,7 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
 
     from agents.encoders import make_encoder
-    from agents.eval import evaluate_encoder, format_table, probe_views
+    from agents.eval import compare_to_baseline, evaluate_encoder, format_table, probe_views
     from agents.export import load_encoder
 
     ckpt = Path(args.ckpt)
@@ -157,23 +165,34 @@ def _eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         task=args.task,
         device=args.device,
+        progress=args.progress,
     )
-    results = {
-        name: evaluate_encoder(
-            enc,
-            data_all,
-            view_size=view_size,
-            task=args.task,
-            probes=args.probes.split(","),
-            seed=args.seed,
-            device=args.device,
-            linear_epochs=args.linear_epochs,
-            attentive_epochs=args.attentive_epochs,
-        )
-        for name, enc in encoders.items()
-    }
+    results, said = {}, []
+    for name, enc in encoders.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            results[name] = evaluate_encoder(
+                enc,
+                data_all,
+                view_size=view_size,
+                task=args.task,
+                probes=args.probes.split(","),
+                seed=args.seed,
+                device=args.device,
+                linear_epochs=args.linear_epochs,
+                attentive_epochs=args.attentive_epochs,
+                progress=name if args.progress else False,
+            )
+        for w in caught:  # the split is the same for every encoder: say each warning once
+            if str(w.message) not in said:
+                said.append(str(w.message))
+                print(f"vpt eval: warning: {w.message}", file=sys.stderr)
     table = format_table(results)
     print(table)
+    sentence = None
+    if "random init" in results:
+        sentence = compare_to_baseline(results, "random init", seed=args.seed)
+        print(sentence)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -184,8 +203,11 @@ def _eval(args: argparse.Namespace) -> int:
         "max_images": args.max_images,
         "seed": args.seed,
     }
-    (out / "eval.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))
-    (out / "eval.md").write_text(table + "\n")
+    record: dict[str, Any] = {"settings": settings, "results": results, "warnings": said}
+    if sentence is not None:
+        record["summary"] = sentence
+    (out / "eval.json").write_text(json.dumps(record, indent=2))
+    (out / "eval.md").write_text(table + "\n" + ("" if sentence is None else "\n" + sentence + "\n"))
     print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
     return 0
 
@@ -215,6 +237,7 @@ def _eval_parser(sub: Any) -> None:
     p.add_argument("--attentive-epochs", type=int, default=30)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="eval_out", help="folder for eval.json and eval.md")
+    _progress_flag(p)
     p.set_defaults(run=_eval)
 
 
@@ -268,6 +291,15 @@ def _valuemap(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(f"wrote {png} and {js}")
     return 0
+
+
+def _progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress on stderr (default: a bar on a terminal, else a line every 10 s)",
+    )
 
 
 def _bounded(kind: type, low: float, high: float | None = None, low_open: bool = False) -> Any:
@@ -344,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--out", default="info_out", help="folder for info.json and contact_sheet.png")
     info.add_argument("--max-images", type=int, default=None, help="read at most this many images")
     info.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    _progress_flag(info)
     info.set_defaults(run=_info)
     bench = sub.add_parser(
         "bench-reward",
@@ -361,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--train-steps", type=int, default=0, help="train PPO for this many env steps (0: off)"
     )
+    _progress_flag(bench)
     bench.set_defaults(run=_bench_reward)
     _pretrain_parser(sub)
     _eval_parser(sub)

@@ -57,7 +57,7 @@ class TrainConfig:
     max_time_s: float | None = None
     """Wall-clock budget of one :meth:`~agents.trainer.Trainer.fit` call; when spent, checkpoint and stop."""
     progress: bool = True
-    """Show a tqdm progress bar (only on rank 0 and when stderr is a terminal)."""
+    """Show progress on stderr (rank 0 only): a bar on a terminal, else a plain line every 10 s."""
 
     def __post_init__(self) -> None:
         self.out_dir = str(self.out_dir)

@@ -43,7 +43,6 @@ import contextlib
 import json
 import random
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -74,6 +73,7 @@ from agents.checkpoint import (
 )
 from agents.train_config import TrainConfig, check_int, default_param_groups, lr_factor
 from vpt_env import TransitionBatch, TransitionSampler
+from vpt_env.progress import Progress
 
 __all__ = ["METRICS", "System", "TrainConfig", "Trainer", "default_param_groups", "lr_factor"]
 
@@ -331,11 +331,9 @@ class Trainer:
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
 
-    def _progress(self) -> Any:
-        from tqdm.auto import tqdm
-
-        enabled = self.config.progress and dist_utils.is_main_process() and sys.stderr.isatty()
-        return tqdm(total=self.config.steps, initial=self.step, disable=not enabled, dynamic_ncols=True)
+    def _progress(self) -> Progress:
+        enabled = self.config.progress and dist_utils.is_main_process()
+        return Progress(self.config.steps, "training", unit="steps", initial=self.step, enabled=enabled)
 
     def fit(
         self,
@@ -429,7 +427,7 @@ class Trainer:
                     if metrics_path is not None:
                         with metrics_path.open("a") as f:
                             f.write(json.dumps(logged) + "\n")
-                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{ips:.0f}")
+                        bar.set_postfix(**{"loss": f"{mean_loss:.4f}", "images/s": f"{ips:.0f}"})
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save()
                 reason = self._should_stop(start)

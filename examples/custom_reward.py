@@ -5,7 +5,8 @@ of a target class, or of any annotated object (1 at the centre, falling
 linearly to 0 half an image away; 0 on images without such a box). It reads only the state and the
 annotations, so it declares ``needs_views = False``.
 
-Usage: ``python examples/custom_reward.py [--target cat] [--train-steps 32768] [--quick] [--out DIR]``
+Usage: ``python examples/custom_reward.py [--target cat] [--train-steps 32768] [--quick] [--out DIR]
+[--no-progress]``
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class Args:
     """Tiny budget, for the tests."""
     out: str = "examples_out"
     """Folder for custom_reward.json."""
+    no_progress: bool = False
+    """No progress of the PPO training on stderr (default: a bar on a terminal, else a line every 10 s)."""
 
 
 def main(args: Args) -> None:
@@ -89,8 +92,13 @@ def main(args: Args) -> None:
 
     start = time.perf_counter()
     train = train_with_reward(
-        "centre_on_target", args.source, target=args.target, steps=args.train_steps, episodes=4,
+        "centre_on_target",
+        args.source,
+        target=args.target,
+        steps=args.train_steps,
+        episodes=4,
         threads=args.threads,
+        progress=not args.no_progress,
     )
     print(
         f"PPO on ImageViewDiscrete-v0, {train['steps']} steps ({time.perf_counter() - start:.0f} s): "

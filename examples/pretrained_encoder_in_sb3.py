@@ -42,6 +42,7 @@ from agents.sb3 import EncoderFeaturesExtractor
 from agents.systems import SystemConfig
 from agents.trainer import TrainConfig
 from vpt_env.data.scenes import SceneSource
+from vpt_env.progress import ppo_callback, track
 
 
 @dataclass
@@ -72,6 +73,8 @@ class Args:
     """Folder for the pre-training run and the exported encoder."""
     threads: int = 2
     """Torch CPU threads."""
+    progress: bool = True
+    """Show pre-training, PPO and the evaluation on stderr: a bar on a terminal, else a line every 10 s."""
 
 
 def _encoder(args: Args) -> Any:
@@ -82,7 +85,11 @@ def _encoder(args: Args) -> Any:
         DataConfig(source="scenes", max_images=2000, view_size=args.view_size),
         SystemConfig(args.method, encoder_kwargs={"width": args.width}),
         TrainConfig(
-            steps=args.pretrain_steps, batch_size=64, lr=2e-3, out_dir=str(out / "pretrain"), progress=False
+            steps=args.pretrain_steps,
+            batch_size=64,
+            lr=2e-3,
+            out_dir=str(out / "pretrain"),
+            progress=args.progress,
         ),
     )
     path = save_encoder(load_encoder(out / "pretrain"), out / "encoder.safetensors")
@@ -93,7 +100,7 @@ def _encoder(args: Args) -> Any:
 def _evaluate(model: PPO, source: Any, args: Args) -> dict[str, float]:
     env = gym.make("ImageSearch-v0", source=source, view_size=args.view_size)
     wins, returns = 0, []
-    for ep in range(args.episodes):
+    for ep in track(range(args.episodes), "evaluation", unit="episodes", enabled=args.progress):
         obs, _ = env.reset(seed=100_000 + ep)
         total, done = 0.0, False
         while not done:
@@ -133,7 +140,10 @@ def main(args: Args) -> dict[str, dict[str, float]]:
             },
         )
         start = time.perf_counter()
-        model.learn(total_timesteps=args.ppo_steps)
+        model.learn(
+            total_timesteps=args.ppo_steps,
+            callback=ppo_callback(args.ppo_steps, f"PPO, {name}", enabled=args.progress),
+        )
         train_s = time.perf_counter() - start
         start = time.perf_counter()
         scores = _evaluate(model, source, args)

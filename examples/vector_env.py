@@ -1,6 +1,7 @@
 """A batched rollout of ImageViewVectorEnv and a TransitionSampler batch drawn as a contact sheet.
 
-Usage: ``python examples/vector_env.py [--device cuda] [--num-envs 256] [--steps 50] [--out DIR]``
+Usage: ``python examples/vector_env.py [--device cuda] [--num-envs 256] [--steps 50] [--out DIR]
+[--no-progress]``
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import vpt_env
+from vpt_env.progress import track
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Args:
     """Batched steps to take."""
     out: str = "examples_out"
     """Folder for transitions.png."""
+    progress: bool = True
+    """Show the rollout on stderr: a bar on a terminal, else a line every 10 s."""
 
 
 def main(args: Args) -> None:
@@ -44,7 +48,7 @@ def main(args: Args) -> None:
     obs, _ = envs.reset(seed=0)
     start = time.perf_counter()
     total = torch.zeros((), device=args.device)
-    for _ in range(args.steps):
+    for _ in track(range(args.steps), "rollout", unit="batched steps", enabled=args.progress):
         actions = torch.rand(args.num_envs, envs.single_action_space.shape[0], device=args.device) * 2 - 1
         obs, rewards, _terminated, _truncated, _info = envs.step(actions)
         total += rewards.sum()
@@ -95,5 +99,6 @@ if __name__ == "__main__":
     p.add_argument("--num-envs", type=int, default=defaults.num_envs)
     p.add_argument("--steps", type=int, default=defaults.steps)
     p.add_argument("--out", default=defaults.out)
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress on stderr")
     a = p.parse_args()
-    main(Args(a.device, a.num_envs, a.steps, a.out))
+    main(Args(a.device, a.num_envs, a.steps, a.out, a.progress))

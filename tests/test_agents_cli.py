@@ -50,7 +50,8 @@ def test_pretrain_resume_eval_export(tmp_path, capsys):
     assert "method" in capsys.readouterr().err
 
     out = tmp_path / "eval"
-    args = ["eval", "--ckpt", str(run), "--max-images", "0", "--linear-epochs", "2"]
+    # The run's 10 photos are too few to probe (their held-out classes are never trained on): scenes.
+    args = ["eval", "--ckpt", str(run), "--source", "scenes", "--max-images", "40", "--linear-epochs", "2"]
     args += ["--attentive-epochs", "1", "--out", str(out), "--task", "objects"]
     assert main(args) == 0
     result = json.loads((out / "eval.json").read_text())
@@ -255,3 +256,57 @@ def test_a_corrupt_run_record_is_a_clear_error_and_loses_nothing(tmp_path, capsy
     assert main([*args[:4], "4", *args[5:]]) == 0
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 4 and steps == sorted(set(steps))
+
+
+def _random_encoder(tmp_path):
+    from agents.encoders import make_encoder
+
+    torch.manual_seed(1)
+    return save_encoder(make_encoder("cnn", width=8), tmp_path / "enc.safetensors")
+
+
+def test_eval_ends_with_the_sentence_its_numbers_make(tmp_path, capsys, monkeypatch):
+    import vpt_env.progress
+
+    monkeypatch.setattr(vpt_env.progress, "INTERVAL_S", 1e-9)  # stderr is no terminal: a line per update
+    out = tmp_path / "eval"
+    args = ["eval", "--ckpt", str(_random_encoder(tmp_path)), "--source", "scenes", "--max-images", "60"]
+    args += ["--task", "objects", "--view-size", "16", "--linear-epochs", "2", "--attentive-epochs", "1"]
+    assert main([*args, "--name", "trained", "--out", str(out)]) == 0
+    stdout, stderr = capsys.readouterr()
+    record = json.loads((out / "eval.json").read_text())
+    run, base = record["results"]["trained"], record["results"]["random init"]
+    diffs = [100 * (run[p]["top1"] - base[p]["top1"]) for p in ("linear", "knn", "attentive")]
+    sentence = (
+        f"trained against random init (same architecture, seed 0), object-region top-1: linear "
+        f"{diffs[0]:+.1f} points, kNN {diffs[1]:+.1f}, attention pooling {diffs[2]:+.1f}; one seed, "
+        "differences of a few points are within seed-to-seed noise."
+    )
+    assert stdout.splitlines()[-2] == sentence and record["summary"] == sentence
+    assert sentence in (out / "eval.md").read_text()
+    # Progress went to stderr, one encoder after the other; stdout holds the table and the sentence.
+    assert "probe" not in stdout.replace("attention pooling", "")
+    for start in ("reading images: ", "rendering probe views: ", "trained: linear probe: 2/2 epochs"):
+        assert any(line.startswith(start) for line in stderr.splitlines()), start
+    assert "random init: attention-pooling probe: done" in stderr
+    # --no-progress: nothing but the warnings on stderr.
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    assert all(line.startswith("vpt eval: warning:") for line in capsys.readouterr().err.splitlines())
+
+
+def test_eval_on_a_source_too_small_warns_and_reports_probes_not_run(tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["eval", "--ckpt", str(_random_encoder(tmp_path)), "--source", "photos", "--max-images", "0"]
+    args += ["--view-size", "16"]
+    assert main([*args, "--linear-epochs", "2", "--attentive-epochs", "1", "--out", str(out)]) == 0
+    stdout, stderr = capsys.readouterr()
+    warnings = [line for line in stderr.splitlines() if line.startswith("vpt eval: warning:")]
+    assert len(warnings) == 1  # the same split for both encoders: said once
+    assert "8 train and 2 test examples of 10 classes" in warnings[0] and "no probe runs" in warnings[0]
+    record = json.loads((out / "eval.json").read_text())
+    assert record["warnings"] == [warnings[0].removeprefix("vpt eval: warning: ")]
+    for row in record["results"].values():
+        assert set(row["not_run"]) == {"linear", "knn", "attentive"}
+        assert not {"linear", "knn", "attentive"} & set(row)
+    assert "| enc | not run | not run | not run |" in stdout
+    assert "no probe ran on both, nothing to compare." in stdout

@@ -12,7 +12,10 @@ from PIL import Image
 from torch import Tensor, nn
 
 from agents.eval import (
+    PROBES,
     AttentivePoolingProbe,
+    check_split,
+    compare_to_baseline,
     evaluate_encoder,
     extract_features,
     fit_attentive_probe,
@@ -365,3 +368,102 @@ def test_bad_arguments_name_the_parameter(scenes: SceneSource) -> None:
     for name, call in cases:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+# -- small splits, the baseline sentence, progress ---------------------------------------------------
+
+
+def test_check_split_names_counts_and_refuses_what_cannot_run() -> None:
+    # Every test class absent from training: no probe can score above 0, so none runs.
+    warns, not_run = check_split(torch.tensor([0, 1, 2]), torch.tensor([3, 4]), False, ("linear", "knn"))
+    assert set(not_run) == {"linear", "knn"}
+    assert "3 train and 2 test examples of 5 classes (3 in train, 2 in test)" in warns[0]
+    assert "no test example has a class seen in training" in not_run["knn"]
+    # One train class: nothing to tell apart.
+    _, not_run = check_split(torch.zeros(30, dtype=torch.long), torch.tensor([0, 1]), False)
+    assert set(not_run) == set(PROBES) and "at least 2 classes" in not_run["linear"]
+    # Some test classes unseen, few examples per class, few test examples, k > train set: warned, run.
+    train, test = torch.arange(12) % 3, torch.tensor([0, 1, 2, 3])
+    warns, not_run = check_split(train, test, False, PROBES, 20, ["a", "b", "c", "d"])
+    assert not_run == {} and len(warns) == 1
+    text = warns[0]
+    assert "1 of 4 test examples have a class absent from the train split (d)" in text
+    assert "no score exceeds 75.0%" in text
+    assert "at least 5 train examples per class (20); with 3.0 per class" in text
+    assert "each test example moves a score by 25.0 points" in text
+    assert "kNN asks for 20 neighbours but the train split has 12 examples" in text
+    # A big balanced split: nothing to say.
+    assert check_split(torch.arange(400) % 4, torch.arange(100) % 4, False) == ([], {})
+
+
+def test_check_split_multilabel() -> None:
+    # One test image: every class in it scores an AP of 100 whatever the scores.
+    train = torch.tensor([[1.0, 0.0, 1.0]] * 10 + [[0.0, 1.0, 0.0]] * 10)
+    _, not_run = check_split(train, torch.tensor([[1.0, 1.0, 0.0]]), True, ("linear",))
+    assert "present in every test image" in not_run["linear"]
+    # A class present in every test image is warned about; a class unseen in training too.
+    test = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0]] * 15)
+    warns, not_run = check_split(
+        torch.cat((train, torch.zeros(20, 1)), 1), test, True, ("linear",), 20, "wxyz"
+    )
+    assert not_run == {}
+    assert "1 classes (w) are present in every test image" in warns[0]
+    assert "1 classes present in test (z) are in no train image" in warns[0]
+
+
+def test_a_source_too_small_for_its_probes_is_reported_not_scored() -> None:
+    """The embedded photos: 10 images of 10 classes; the 2 held out have classes never trained on."""
+    with pytest.warns(RuntimeWarning, match="8 train and 2 test examples of 10 classes"):
+        res = evaluate_encoder(TinyEncoder(), "photos", view_size=16, linear_epochs=2, attentive_epochs=1)
+    assert set(res["not_run"]) == set(PROBES)
+    assert not any(p in res for p in PROBES)  # no 0 in their place
+    assert res["n_train"] == 8 and res["n_test"] == 2 and len(res["warnings"]) == 1
+    table = format_table({"tiny": res})
+    assert table.splitlines()[2] == "| tiny | not run | not run | not run | 0.0 |"
+
+
+def test_compare_to_baseline_states_only_computed_differences() -> None:
+    def result(linear: float, knn: float | None, attentive: float) -> dict:
+        r = {
+            "metric": "top1",
+            "task": "objects",
+            "linear": {"top1": linear},
+            "attentive": {"top1": attentive},
+        }
+        if knn is None:
+            r["not_run"] = {"knn": "too few"}
+        else:
+            r["knn"] = {"top1": knn}
+        return r
+
+    results = {"run": result(0.318, 0.20, 0.335), "random init": result(0.140, 0.208, 0.221)}
+    assert compare_to_baseline(results, seed=0) == (
+        "run against random init (same architecture, seed 0), object-region top-1: linear +17.8 points, "
+        "kNN -0.8, attention pooling +11.4; one seed, differences of a few points are within "
+        "seed-to-seed noise."
+    )
+    results["run"] = result(0.5, None, 0.25)
+    text = compare_to_baseline(results, seed=3)
+    assert "seed 3" in text and "linear +36.0 points, kNN not run, attention pooling +2.9;" in text
+    nothing = {"metric": "map", "task": "image", "not_run": dict.fromkeys(PROBES, "too few")}
+    text = compare_to_baseline({"run": nothing, "random init": nothing})
+    assert text.endswith("whole-image mAP: no probe ran on both, nothing to compare.")
+    with pytest.raises(ValueError, match="random init"):
+        compare_to_baseline({"run": results["run"]})
+
+
+def test_evaluate_encoder_progress_lines_name_the_encoder(scenes: SceneSource, monkeypatch, capsys) -> None:
+    import vpt_env.progress
+
+    monkeypatch.setattr(vpt_env.progress, "INTERVAL_S", 1e-9)  # a line at every update
+    data = probe_views(scenes, view_size=16, task="objects", progress=True)
+    evaluate_encoder(
+        TinyEncoder(), data, task="objects", linear_epochs=3, attentive_epochs=2, progress="tiny"
+    )
+    out, err = capsys.readouterr()
+    assert out == ""
+    for start in ("rendering probe views: ", "tiny: features: ", "tiny: linear probe: 3/3 epochs (100%)"):
+        assert any(line.startswith(start) for line in err.splitlines()), start
+    assert "tiny: attention-pooling probe: done, 2/2 epochs in" in err
+    evaluate_encoder(TinyEncoder(), data, task="objects", probes=("knn",))
+    assert capsys.readouterr().err == ""

@@ -53,3 +53,18 @@ def test_vpt_info_counts_skipped_files(tmp_path: Path) -> None:
 def test_vpt_info_bad_source(tmp_path: Path, capsys) -> None:
     assert main(["info", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_vpt_info_reading_progress_on_stderr(tmp_path: Path, capsys, monkeypatch) -> None:
+    import vpt_env.progress
+
+    monkeypatch.setattr(vpt_env.progress, "INTERVAL_S", 1e-9)  # stderr is no terminal: a line per image
+    assert main(["info", "photos", "--max-images", "4", "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert [line.split(" (")[0] for line in lines[:4]] == [
+        f"reading images: {i}/4 images" for i in range(1, 5)
+    ]
+    assert lines[-1].startswith("reading images: done, 4/4 images in") and "reading images" not in out
+    assert main(["info", "photos", "--max-images", "4", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""

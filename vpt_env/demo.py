@@ -1,6 +1,6 @@
 """The demo: a random-policy rollout on the embedded photos, saved as a contact sheet.
 
-Run it with ``make demo`` or ``python -m vpt_env.demo [--steps N] [--out DIR]``.
+Run it with ``make env-demo`` or ``python -m vpt_env.demo [--steps N] [--out DIR] [--no-progress]``.
 It prints the rollout's steps per second and writes ``DIR/contact_sheet.png``:
 one tile per sampled step, the view beside its source image with the view's
 box drawn in red.
@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 import vpt_env  # noqa: F401  (registers the env ids)
 from vpt_env.envs.image_view import draw_box
+from vpt_env.progress import track
 
 __all__ = ["DemoConfig", "main", "run_demo"]
 
@@ -37,6 +38,8 @@ class DemoConfig:
     """Seed of the env and of the random policy."""
     out: str = "demo_out"
     """Folder for contact_sheet.png."""
+    progress: bool = True
+    """Show the rollout's progress on stderr: a bar on a terminal, else a line every 10 s."""
 
 
 def _tile(view: np.ndarray, frame: np.ndarray, height: int = 128) -> Image.Image:
@@ -64,7 +67,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, float]:
     shots: list[tuple[np.ndarray, int, list[float]]] = []
     rewards = 0.0
     start = time.perf_counter()
-    for step in range(cfg.steps):
+    for step in track(range(cfg.steps), "rollout", unit="steps", enabled=cfg.progress):
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         rewards += float(reward)
         if step in keep:
@@ -105,8 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiles", type=int, default=defaults.tiles)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", default=defaults.out)
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress on stderr")
     args = parser.parse_args(argv)
-    cfg = DemoConfig(args.env_id, args.steps, args.tiles, args.seed, args.out)
+    cfg = DemoConfig(args.env_id, args.steps, args.tiles, args.seed, args.out, args.progress)
     result = run_demo(cfg)
     print(
         f"{cfg.env_id}: {result['steps']:.0f} random-policy steps in {result['seconds']:.2f} s "

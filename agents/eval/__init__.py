@@ -6,7 +6,14 @@ object-region tasks, a held-out split by image.
 """
 
 from agents.eval.attentive import AttentivePoolingProbe, fit_attentive_probe
-from agents.eval.evaluate import PROBES, chance_level, evaluate_encoder, format_table
+from agents.eval.evaluate import (
+    PROBES,
+    chance_level,
+    check_split,
+    compare_to_baseline,
+    evaluate_encoder,
+    format_table,
+)
 from agents.eval.features import (
     Features,
     ProbeData,
@@ -26,6 +33,8 @@ __all__ = [
     "ProbeData",
     "average_precision",
     "chance_level",
+    "check_split",
+    "compare_to_baseline",
     "evaluate_encoder",
     "extract_features",
     "fit_attentive_probe",

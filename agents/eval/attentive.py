@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.eval.linear import check_targets, metric_name, score, train_probe
+from vpt_env.progress import Progress
 
 __all__ = ["AttentivePoolingProbe", "fit_attentive_probe"]
 
@@ -76,6 +77,7 @@ def fit_attentive_probe(
     batch_size: int = 256,
     heads: int = 4,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """Fit an :class:`AttentivePoolingProbe` on frozen tokens and score it on the test tokens.
 
@@ -86,6 +88,7 @@ def fit_attentive_probe(
         epochs, lr, weight_decay, batch_size: AdamW schedule (constant learning rate).
         heads: attention heads (must divide ``D``).
         seed: initialisation and shuffling seed (the global RNG is untouched).
+        progress: counts the epochs (:class:`~vpt_env.progress.Progress`).
 
     Returns:
         ``{"top1": test, "train_top1": train}`` or ``{"map": ..., "train_map": ...}``.
@@ -101,7 +104,9 @@ def fit_attentive_probe(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = AttentivePoolingProbe(train_tokens.shape[-1], k, heads=heads)
-    train_probe(model, train_tokens, train_y, multilabel, epochs, lr, weight_decay, batch_size, seed)
+    train_probe(
+        model, train_tokens, train_y, multilabel, epochs, lr, weight_decay, batch_size, seed, progress
+    )
     name = metric_name(multilabel)
     with torch.no_grad():
         return {

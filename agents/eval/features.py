@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from vpt_env.core.render import render_crops
 from vpt_env.data.pool import ImagePool
 from vpt_env.data.sources import SubsetSource, resolve_source
+from vpt_env.progress import Progress
 
 __all__ = ["TASKS", "Features", "ProbeData", "extract_features", "probe_views", "split_indices"]
 
@@ -124,6 +125,7 @@ def extract_features(
     views: Tensor | Iterable[Tensor],
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    progress: Progress | None = None,
 ) -> Features:
     """Run a frozen encoder over views, in eval mode, without gradients.
 
@@ -135,6 +137,7 @@ def extract_features(
         views: ``(N, 3, S, S)`` tensor, or an iterable of such batches.
         batch_size: views per forward pass when ``views`` is a tensor.
         device: where the encoder runs (it is expected to live there already).
+        progress: counts the views as they pass (:class:`~vpt_env.progress.Progress`).
 
     Returns:
         :class:`Features` on the CPU, float32.
@@ -158,6 +161,8 @@ def extract_features(
             p, t = _unpack(encoder(x.to(device, torch.float32)))
             pooled.append(p.float().cpu())
             tokens.append(t.float().cpu())
+            if progress is not None:
+                progress.update(len(x))
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -166,7 +171,9 @@ def extract_features(
     return Features(torch.cat(pooled), torch.cat(tokens))
 
 
-def _pool(source: Any, view_size: int, max_images: int | None, seed: int, device: torch.device) -> ImagePool:
+def _pool(
+    source: Any, view_size: int, max_images: int | None, seed: int, device: torch.device, progress: bool
+) -> ImagePool:
     if isinstance(source, ImagePool):
         if max_images is not None:
             raise ValueError("max_images must be None when source is a ready ImagePool")
@@ -179,7 +186,7 @@ def _pool(source: Any, view_size: int, max_images: int | None, seed: int, device
             # A random subset: a source sorted by class must not lose whole classes.
             perm = torch.randperm(len(src), generator=torch.Generator().manual_seed(int(seed)))
             src = SubsetSource(src, sorted(perm[:max_images].tolist()))
-    return ImagePool.from_source(src, min_side=view_size, device=device)
+    return ImagePool.from_source(src, min_side=view_size, device=device, progress=progress)
 
 
 def probe_views(
@@ -191,6 +198,7 @@ def probe_views(
     task: str = "image",
     test_fraction: float = 0.25,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> ProbeData:
     """Render the evaluation views of a source for one task and split.
 
@@ -205,6 +213,8 @@ def probe_views(
         task: ``"image"`` (whole images) or ``"objects"`` (one view per object box).
         test_fraction: fraction of images held out for ``split="test"``.
         device: where the images are rendered (the views come back on the CPU).
+        progress: show reading the images and rendering the views on stderr
+            (:class:`~vpt_env.progress.Progress`).
 
     Returns:
         :class:`ProbeData`.
@@ -216,7 +226,7 @@ def probe_views(
     if isinstance(view_size, bool) or not isinstance(view_size, int) or not 8 <= view_size <= 1024:
         raise ValueError(f"view_size must be an int in [8, 1024], got {view_size!r}")
     dev, size = torch.device(device), view_size
-    pool = _pool(source, view_size, max_images, seed, dev)
+    pool = _pool(source, view_size, max_images, seed, dev, progress)
     ann = pool.annotations
     n_img, k = len(pool), ann.num_classes
     images = torch.arange(n_img)
@@ -244,12 +254,12 @@ def probe_views(
         half = (obj[:, 2:] - obj[:, :2]) * (0.5 * (1.0 + OBJECT_MARGIN))
         centre = (obj[:, 2:] + obj[:, :2]) * 0.5
         boxes = torch.cat((centre - half, centre + half), dim=1).clamp(0.0, 1.0)
-    views = [
-        render_crops(pool, images[i : i + RENDER_CHUNK].to(dev), boxes[i : i + RENDER_CHUNK].to(dev), size)
-        .clamp(0.0, 1.0)
-        .cpu()
-        for i in range(0, len(images), RENDER_CHUNK)
-    ]
+    views = []
+    with Progress(len(images), "rendering probe views", unit="views", enabled=progress) as bar:
+        for i in range(0, len(images), RENDER_CHUNK):
+            idx, box = images[i : i + RENDER_CHUNK].to(dev), boxes[i : i + RENDER_CHUNK].to(dev)
+            views.append(render_crops(pool, idx, box, size).clamp(0.0, 1.0).cpu())
+            bar.update(len(idx))
     return ProbeData(
         views=torch.cat(views) if views else torch.zeros(0, 3, view_size, view_size),
         labels=labels.long(),

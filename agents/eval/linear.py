@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.eval.metrics import mean_average_precision, top1_accuracy
+from vpt_env.progress import Progress
 
 __all__ = ["fit_linear_probe", "metric_name", "standardise"]
 
@@ -78,8 +79,10 @@ def train_probe(
     weight_decay: float,
     batch_size: int,
     seed: int,
+    progress: Progress | None = None,
 ) -> nn.Module:
-    """Minibatch AdamW on cross-entropy (or BCE when ``multilabel``); shuffles from ``seed``."""
+    """Minibatch AdamW on cross-entropy (or BCE when ``multilabel``); shuffles from ``seed``;
+    ``progress`` counts the epochs."""
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
     if not lr > 0:
@@ -98,6 +101,8 @@ def train_probe(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if progress is not None:
+            progress.update()
     model.eval()
     return model
 
@@ -118,6 +123,7 @@ def fit_linear_probe(
     weight_decay: float = 1e-4,
     batch_size: int = 256,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """Fit a linear classifier on frozen features and score it on the test features.
 
@@ -128,6 +134,7 @@ def fit_linear_probe(
         multilabel: BCE and mAP instead of cross-entropy and top-1.
         epochs, lr, weight_decay, batch_size: AdamW schedule (constant learning rate).
         seed: initialisation and shuffling seed (the global RNG is untouched).
+        progress: counts the epochs (:class:`~vpt_env.progress.Progress`).
 
     Returns:
         ``{"top1": test, "train_top1": train}`` or ``{"map": ..., "train_map": ...}``, in ``[0, 1]``.
@@ -142,7 +149,7 @@ def fit_linear_probe(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = nn.Linear(train_x.shape[1], k)
-    train_probe(model, train_x, train_y, multilabel, epochs, lr, weight_decay, batch_size, seed)
+    train_probe(model, train_x, train_y, multilabel, epochs, lr, weight_decay, batch_size, seed, progress)
     name = metric_name(multilabel)
     with torch.no_grad():
         return {

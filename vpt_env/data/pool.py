@@ -22,6 +22,7 @@ from vpt_env.data.sources import (
     _no_readable_image,
     resolve_source,
 )
+from vpt_env.progress import Progress
 
 __all__ = ["ImagePool", "check_device", "fork_safe_threads"]
 
@@ -227,6 +228,7 @@ class ImagePool:
         keep_float: bool = True,
         max_bytes: int | None = None,
         seed: int = 0,
+        progress: bool = False,
     ) -> ImagePool:
         """Load a source into a pool, all of it or, under ``max_bytes``, a random part.
 
@@ -243,6 +245,7 @@ class ImagePool:
             keep_float: build the float32 atlas (bilinear and antialias renders).
             max_bytes: memory cap of the pool's stores, or None for no cap.
             seed: the random order under a cap.
+            progress: show the reading on stderr (:class:`~vpt_env.progress.Progress`).
         """
         if max_bytes is not None and (
             isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
@@ -261,14 +264,15 @@ class ImagePool:
         anns: list[Annotation] = []
         picked: list[int] = []
         used = 0
-        for i, arr, ann in _iter_readable(SubsetSource(src, order), strict, min_side, max_side):
-            cost = cls.bytes_for(arr.shape[0], arr.shape[1], keep_float)
-            if max_bytes is not None and images and used + cost > max_bytes:
-                break
-            used += cost
-            images.append(arr)
-            anns.append(ann)
-            picked.append(order[i])
+        with Progress(n, "reading images", unit="images", enabled=progress) as bar:
+            for i, arr, ann in _iter_readable(SubsetSource(src, order), strict, min_side, max_side, bar):
+                cost = cls.bytes_for(arr.shape[0], arr.shape[1], keep_float)
+                if max_bytes is not None and images and used + cost > max_bytes:
+                    break
+                used += cost
+                images.append(arr)
+                anns.append(ann)
+                picked.append(order[i])
         if not images:
             raise _no_readable_image(src)
         if max_bytes is not None:  # bytes_for leaves out the atlas's packing: fit the exact size

@@ -22,6 +22,7 @@ from PIL import Image
 
 from vpt_env.data.annotations import MAX_CLASSES, Annotation, Annotations
 from vpt_env.data.image_convert import IMAGE_EXTENSIONS, ImageReadError, fit_size, to_rgb_uint8
+from vpt_env.progress import Progress
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -40,6 +41,7 @@ __all__ = [
 
 #: Longest image side kept on load, in pixels (larger images are downsampled).
 MAX_IMAGE_SIDE = 1024
+
 
 @runtime_checkable
 class ImageSource(Protocol):
@@ -324,9 +326,10 @@ def resolve_source(source: Any, strict: bool = False) -> ImageSource:
 
 
 def _iter_readable(
-    src: ImageSource, strict: bool, min_side: int, max_side: int
+    src: ImageSource, strict: bool, min_side: int, max_side: int, progress: Progress | None = None
 ) -> Iterator[tuple[int, np.ndarray, Annotation]]:
-    """``(index, image, annotation)`` for every readable image of ``src``; skips are counted."""
+    """``(index, image, annotation)`` for every readable image of ``src``; skips are counted
+    (``progress``, when given, counts every image tried)."""
     bad: list[str] = []
     # Readers (vpt_env.data.readers) count what they skip themselves and warn
     # once with everything they met, construction included: hand them the
@@ -346,6 +349,9 @@ def _iter_readable(
             else:
                 bad.append(f"{name} ({type(err).__name__}: {err})")
             continue
+        finally:
+            if progress is not None:
+                progress.update()
         yield i, arr, ann
     if record is not None and hasattr(src, "warn_summary"):
         src.warn_summary()

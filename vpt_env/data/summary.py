@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from vpt_env.data.annotations import Annotation
 from vpt_env.data.sources import SubsetSource, _iter_readable, resolve_source
+from vpt_env.progress import Progress
 
 __all__ = ["SourceSummary", "contact_sheet", "summarize_source"]
 
@@ -78,9 +79,10 @@ class SourceSummary:
 
 
 def summarize_source(
-    source: Any, max_images: int | None = None, strict: bool = False, keep: int = 16
+    source: Any, max_images: int | None = None, strict: bool = False, keep: int = 16, progress: bool = False
 ) -> tuple[SourceSummary, list[tuple[np.ndarray, Annotation]], list[str]]:
-    """Read (up to ``max_images`` of) a source and describe it.
+    """Read (up to ``max_images`` of) a source and describe it (``progress``: show the reading on
+    stderr, :class:`~vpt_env.progress.Progress`).
 
     Returns:
         The :class:`SourceSummary`, the first ``keep`` readable images with
@@ -91,9 +93,10 @@ def summarize_source(
     head = SubsetSource(src, range(listed if max_images is None else min(max_images, listed)))
     heights, widths, kept = [], [], []
     counts = dict.fromkeys(("label", "captions", "boxes", "n_boxes", "n_captions", "video"), 0)
-    with warnings.catch_warnings(record=True) as caught:
+    bar = Progress(len(head), "reading images", unit="images", enabled=progress)
+    with warnings.catch_warnings(record=True) as caught, bar:
         warnings.simplefilter("always")
-        for _, arr, ann in _iter_readable(head, strict, 1, 1 << 30):
+        for _, arr, ann in _iter_readable(head, strict, 1, 1 << 30, bar):
             heights.append(arr.shape[0])
             widths.append(arr.shape[1])
             counts["label"] += ann.label is not None

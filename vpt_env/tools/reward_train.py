@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vpt_env.progress import ppo_callback
 from vpt_env.tools.reward_check import accepts_target
 
 __all__ = ["torch_threads", "train_with_reward"]
@@ -29,8 +30,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
 
 
 def _episode_returns(venv: Any, policy: Callable[[Any], Any], episodes: int, seed: int) -> list[float]:
@@ -68,6 +67,7 @@ def train_with_reward(
     seed: int = 0,
     device: str = "cpu",
     threads: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train SB3 PPO with ``reward`` for ``steps`` env steps; compare with a random policy.
 
@@ -75,22 +75,44 @@ def train_with_reward(
     ``episodes`` episodes per env (``num_envs * episodes`` in all); the trained
     policy acts deterministically. ``threads`` sets torch's CPU threads for
     the run (None: unchanged); on a loaded 2-core machine one thread trains
-    many times faster than two.
+    many times faster than two. ``progress`` shows PPO's env steps on stderr
+    (:class:`~vpt_env.progress.Progress`).
 
     Returns:
         A dict: ``trained_mean``, ``trained_std``, ``random_mean``,
         ``random_std``, ``episodes``, ``train_seconds`` and the settings.
     """
 
-
     with torch_threads(threads):
-        return _train(reward, source, target, steps, env_id, num_envs, view_size, episode_steps, episodes,
-                      seed, device)
+        return _train(
+            reward,
+            source,
+            target,
+            steps,
+            env_id,
+            num_envs,
+            view_size,
+            episode_steps,
+            episodes,
+            seed,
+            device,
+            progress,
+        )
 
 
 def _train(
-    reward: Any, source: Any, target: Any, steps: int, env_id: str, num_envs: int, view_size: int,
-    episode_steps: int, episodes: int, seed: int, device: str,
+    reward: Any,
+    source: Any,
+    target: Any,
+    steps: int,
+    env_id: str,
+    num_envs: int,
+    view_size: int,
+    episode_steps: int,
+    episodes: int,
+    seed: int,
+    device: str,
+    progress: bool,
 ) -> dict[str, Any]:
     import numpy as np
     from stable_baselines3 import PPO
@@ -99,8 +121,14 @@ def _train(
 
     kwargs: dict[str, Any] = {"target": target} if target is not None and accepts_target(reward) else {}
     venv = make_sb3_vec_env(
-        env_id, num_envs=num_envs, source=source, reward=reward, view_size=view_size, device=device,
-        max_episode_steps=episode_steps, **kwargs,
+        env_id,
+        num_envs=num_envs,
+        source=source,
+        reward=reward,
+        view_size=view_size,
+        device=device,
+        max_episode_steps=episode_steps,
+        **kwargs,
     )
     try:
         rng = np.random.default_rng(seed)
@@ -114,11 +142,19 @@ def _train(
         random_returns = _episode_returns(venv, random_policy, episodes, seed + 1000)
         n_steps = max(16, min(128, steps // num_envs))
         model = PPO(
-            "CnnPolicy", venv, n_steps=n_steps, batch_size=min(256, n_steps * num_envs), n_epochs=4,
-            learning_rate=3e-4, ent_coef=0.01, seed=seed, device=device, verbose=0,
+            "CnnPolicy",
+            venv,
+            n_steps=n_steps,
+            batch_size=min(256, n_steps * num_envs),
+            n_epochs=4,
+            learning_rate=3e-4,
+            ent_coef=0.01,
+            seed=seed,
+            device=device,
+            verbose=0,
         )
         start = time.perf_counter()
-        model.learn(total_timesteps=steps)
+        model.learn(total_timesteps=steps, callback=ppo_callback(steps, enabled=progress))
         train_seconds = time.perf_counter() - start
         trained_returns = _episode_returns(
             venv, lambda obs: model.predict(obs, deterministic=True)[0], episodes, seed + 1000
