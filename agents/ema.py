@@ -1,6 +1,6 @@
 """The EMA target network (AB's targets, DINO's teacher) and global seeding.
 
-The AB target (METHOD.md, section 3) and DINO's teacher are computed by an
+The AB target (docs/method.md) and DINO's teacher are computed by an
 exponential moving average of the online model's weights, rate 0.004
 (momentum 0.996): after each optimiser step, ``target <- target + rate * (online - target)``.
 
@@ -65,7 +65,7 @@ def ema_update(target: nn.Module, online: nn.Module, rate: float = 0.004) -> Non
     Args:
         target: the EMA model (e.g. from :func:`copy_for_ema`), updated in place.
         online: the model being trained.
-        rate: the EMA rate in ``[0, 1]`` (``1 - momentum``; METHOD.md uses 0.004).
+        rate: the EMA rate in ``[0, 1]`` (``1 - momentum``; docs/method.md uses 0.004).
 
     Raises:
         ValueError: ``rate`` is outside ``[0, 1]``, or the two modules' parameter or

@@ -1,6 +1,6 @@
 """Heads on top of an encoder: MLP projector, DINO prototype head, and the AB action decoder.
 
-:class:`ABDecoder` is ``phi_AB(x, a)`` of the method (METHOD.md section 3): the relative box of an
+:class:`ABDecoder` is ``phi_AB(x, a)`` of the method (docs/method.md): the relative box of an
 action becomes query tokens (:class:`BoxTokens`) that cross-attend to the spatial tokens of the
 current view. Box convention: ``(x0, y0, x1, y1)`` of the next view in the frame of the current
 one (``vpt_env.core.boxes.relative_box``), so the current view is ``(0, 0, 1, 1)``.

@@ -13,7 +13,7 @@ its area each colour covers, "nothing" taking the background's share::
 computed in closed form from the rectangles (:func:`annotation_probs`); rectangles sit on the
 pixel grid, so ``p`` is also exactly the rendered image's colour shares inside the box.
 
-The value function (METHOD.md section 3) is the fixed point of the operator that
+The value function (docs/method.md) is the fixed point of the operator that
 :func:`agents.losses.ab_target` implements: the target of the move ``i -> j`` is
 ``normalise((1 - gamma) * p(l | x_j) + gamma * max_{k != j} Q(l | x_j, a_{j->k}))``, the max per
 annotation over the moves from ``j`` to the *other sampled* views ``k``. Which views are sampled
@@ -240,7 +240,7 @@ def move_mask(num_boxes: int) -> Tensor:
 
 
 def action_information(p: Tensor) -> float:
-    """METHOD.md section 8's action information of the cumulants, with all ``N`` boxes as the views.
+    """docs/method.md's action information of the cumulants, with all ``N`` boxes as the views.
 
     :func:`agents.mechanism.action_information` with every ordered pair of boxes a move.
 
@@ -431,7 +431,7 @@ class FitConfig:
         warmup_steps: linear warm-up steps.
         final_lr: the cosine schedule's last learning rate as a fraction of ``lr``.
         weight_decay: AdamW weight decay.
-        ema_rate: rate of the EMA target network (METHOD.md: 0.004; a short run wants faster).
+        ema_rate: rate of the EMA target network (docs/method.md: 0.004; a short run wants faster).
         temperature: ``ab_logits``'s temperature; logits are cosines over it, so the largest
             log-ratio ``Q`` can express between two annotations is ``2 / temperature``.
         view_size: side of the rendered views in pixels.

@@ -1,7 +1,7 @@
 """Mechanism metrics of annotation bootstrapping: does the move tell anything, and does Q use it?
 
 AB differs from crop invariance only where a move ``a_{i->j}`` tells something about
-the annotations of the view it leads to (METHOD.md section 8). These metrics measure
+the annotations of the view it leads to (docs/method.md). These metrics measure
 that, on the data and on a trained system, so a score can be read beside its cause:
 
 (a) ``oracle_info``: the data's *action information* with the true per-view

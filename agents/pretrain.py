@@ -81,7 +81,7 @@ class DataConfig:
     view_size: int = 32
     """Side S of the views in pixels."""
     scale: tuple[float, float] = METHOD_CROP_SCALE
-    """RandomResizedCrop area range of the views (METHOD.md: 0.05 to 1)."""
+    """RandomResizedCrop area range of the views (docs/method.md: 0.05 to 1)."""
     iou_range: tuple[float, float] | None = None
     """Optional (low, high) bounds on the IoU of a pair of views of one image."""
     augment: bool | None = None
@@ -90,7 +90,7 @@ class DataConfig:
     paper augments the base's views and keeps AB's crop-only (see ``ab_views``); without colour
     augmentation SimCLR and DINO learn the objects' colours instead of their shapes."""
     ab_views: str = "crops"
-    """Views of the AB term when the views are augmented: ``"crops"`` (the paper's default, METHOD.md
+    """Views of the AB term when the views are augmented: ``"crops"`` (the paper's default, docs/method.md
     section 3: AB sees the same boxes rendered without augmentation, at the cost of one more encoder
     pass over the bootstrap images' views) or ``"shared"`` (the "augmented AB views" ablation: AB reuses
     the base's augmented views and their online forward; the relative box does not encode a flip, so a
@@ -100,7 +100,7 @@ class DataConfig:
     """Crop area range of the view the CLIP family's image-caption contrast reads (*ours*; open_clip
     trains on crops of 90-100%): a caption describes the whole image, which a crop of 5% of it rarely
     shows. It is one more view per image (``TransitionBatch.base_views``), so AB's ``V`` views stay
-    METHOD.md's crops (the paper, too, gives the base its own batch). None: the contrast reads view 0,
+    docs/method.md's crops (the paper, too, gives the base its own batch). None: the contrast reads view 0,
     one of AB's crops (as before issue 19)."""
     dino_global_scale: tuple[float, float] | None = (0.4, 1.0)
     """Crop area range of the DINO family's two global crops (DINO's own default, Caron et al. 2021),

@@ -3,7 +3,7 @@
 For one image, the start view ``x`` is the whole image (box ``(0, 0, 1, 1)``) rendered at the run's
 view size, as training renders a crop; the moves ``a`` are square boxes of one size whose centres lie
 on a ``G x G`` grid; and ``Q(l | x, a) = softmax_l(phi_AB(x, a) . psi_AB(l) / t_AB)`` comes from the
-*online* encoder and decoder (METHOD.md section 3) through :func:`agents.systems.base.decode` and
+*online* encoder and decoder (docs/method.md) through :func:`agents.systems.base.decode` and
 :func:`agents.losses.ab_logits`. The annotation set ``L`` is built per system from the image's own
 annotations, plus distractors so that the softmax runs over a meaningful set:
 

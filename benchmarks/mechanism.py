@@ -5,7 +5,7 @@ Usage::
     python benchmarks/mechanism.py                       # the data: scenes x crop scales x views
     python benchmarks/mechanism.py --ckpt RUN [RUN ...]  # trained runs (their own data configs)
 
-Without ``--ckpt`` it prints the *oracle action information* (``agents.mechanism``, METHOD.md
+Without ``--ckpt`` it prints the *oracle action information* (``agents.mechanism``, docs/method.md
 section 8) of the embedded scenes under the settings the reproduction profiles used and use
 (objects per scene, object size, crop scale, views per image): how much a move tells about the
 annotations of the view it leads to, measured with the true per-view annotations before any

@@ -203,7 +203,7 @@ def test_ab_views_crops_reaches_the_sampler_of_ab_methods_only():
     from agents.pretrain import DataConfig, build_sampler
 
     data = DataConfig(source="photos", view_size=16)
-    assert data.ab_views == "crops"  # the paper's default (METHOD.md section 3)
+    assert data.ab_views == "crops"  # the paper's default (docs/method.md)
     assert build_sampler(data, method="abdino").crop_views
     assert not build_sampler(data, method="dino").crop_views
     shared = DataConfig(source="photos", view_size=16, ab_views="shared")  # the ablation

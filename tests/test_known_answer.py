@@ -149,7 +149,7 @@ def test_cumulants_are_the_rendered_colour_shares() -> None:
 
 def test_moves_carry_information() -> None:
     mdp = make_mdp()
-    assert action_information(mdp.cumulants) > 0.1  # nats (METHOD.md section 8)
+    assert action_information(mdp.cumulants) > 0.1  # nats (docs/method.md)
     same = mdp.cumulants[:, :1].expand_as(mdp.cumulants)
     assert action_information(same) == pytest.approx(0.0, abs=1e-12)
 

@@ -38,7 +38,9 @@ def test_every_fence_is_closed(path: Path) -> None:
         if open_at is None:
             open_at = number
         else:
-            assert line.strip() == "```", f"{path.name}:{number}: {line!r} inside the block opened at line {open_at}"
+            assert line.strip() == "```", (
+                f"{path.name}:{number}: {line!r} inside the block opened at line {open_at}"
+            )
             open_at = None
     assert open_at is None, f"{path.name}: the block opened at line {open_at} is never closed"
 

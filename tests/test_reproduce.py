@@ -226,7 +226,7 @@ def test_rows_and_ablation_knobs() -> None:
     assert parse_row("abdino-crops-gamma0").data == {"ab_views": "crops"}
     assert parse_row("abdino-nopsigrad").system == {"ab_psi_grad": False}
     assert parse_row("abdino-w0.25-crops").system == {"ab_weight": 0.25}
-    # The departures from METHOD.md that earlier profiles made by default are named rows now.
+    # The departures from docs/method.md that earlier profiles made by default are named rows now.
     assert parse_row("absimclr-augab").data == {"ab_views": "shared"}
     assert parse_row("abdino-v2").train == {"views_per_image": 2}
     assert parse_row("abclip-scale0.2").data == {"scale": (0.2, 1.0)}
@@ -272,7 +272,7 @@ def test_profiles_hold_the_comparison_fixed(tmp_path: Path) -> None:
         assert db == da and (sb.encoder, sb.encoder_kwargs) == (sa.encoder, sa.encoder_kwargs)
     # The captions name size and position, never colour (colour words were CLIP's shortcut, c4/c10).
     assert full.scenes["caption_words"] == ("size", "position")
-    # METHOD.md's views (issue 19): 4 per image, crops of 5-100%, AB's crop-only (the configs' defaults).
+    # docs/method.md's views (issue 19): 4 per image, crops of 5-100%, AB's crop-only (the configs' defaults).
     assert all((p.train.views_per_image, p.data.scale) == (4, (0.05, 1.0)) for p in PROFILES.values())
     assert DataConfig().ab_views == "crops"
     _, system, _ = run_configs(full, parse_row("abclip-noact"))

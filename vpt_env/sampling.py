@@ -32,7 +32,7 @@ from vpt_env.data.sources import MAX_IMAGE_SIDE
 
 __all__ = ["METHOD_CROP_SCALE", "TransitionBatch", "TransitionSampler"]
 
-#: RandomResizedCrop area range of METHOD.md's views (5-100% of the image): the default of the
+#: RandomResizedCrop area range of docs/method.md's views (5-100% of the image): the default of the
 #: sampler and of ``agents.pretrain.DataConfig.scale``.
 METHOD_CROP_SCALE: tuple[float, float] = (0.05, 1.0)
 
@@ -88,7 +88,7 @@ class TransitionSampler:
         source: as for ``ImageView-v0`` (None: the embedded photos), or a ready
             :class:`ImagePool`.
         view_size: side ``S`` of the views.
-        scale: RandomResizedCrop area range (METHOD.md: ``(0.05, 1.0)``).
+        scale: RandomResizedCrop area range (docs/method.md: ``(0.05, 1.0)``).
         ratio: RandomResizedCrop pixel-aspect range.
         iou_range: optional ``(low, high)`` bounds on the IoU of the pairs.
             Views that break a bound with an earlier view of the same image are
@@ -105,7 +105,7 @@ class TransitionSampler:
             with this RandomResizedCrop area range into ``TransitionBatch.base_views``
             (their random numbers are drawn after all others, so the rest of the
             batch is the one ``None`` gives): the crops a base loss draws for itself
-            (METHOD.md: the base has its own batch), e.g. CLIP's view of most of the
+            (docs/method.md: the base has its own batch), e.g. CLIP's view of most of the
             image, which its caption describes, or DINO's global crops.
         base_views: how many such views per image (>= 1).
         params: :class:`EnvParams` for the render (interpolation, augmentation

@@ -1,6 +1,6 @@
 """Frozen-encoder evaluation: probe views, features, linear / kNN / attentive probes, metrics.
 
-See METHOD.md section 6: probes on the frozen encoder (linear on the pooled
+See docs/method.md: probes on the frozen encoder (linear on the pooled
 vector, kNN, attention pooling over the spatial tokens), whole-image and
 object-region tasks, a held-out split by image.
 """

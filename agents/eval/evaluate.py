@@ -177,7 +177,7 @@ def evaluate_encoder(
     test: ProbeData | None = None,
     progress: bool | str = False,
 ) -> dict[str, Any]:
-    """Probe a frozen encoder on a held-out split of a source (METHOD.md section 6).
+    """Probe a frozen encoder on a held-out split of a source (docs/method.md).
 
     Args:
         encoder: maps ``(B, 3, S, S)`` views in ``[0, 1]`` to ``(pooled, tokens)``.

@@ -1,6 +1,6 @@
 """Probe data and frozen features: render evaluation views of a source, run an encoder over them.
 
-Two tasks (METHOD.md section 6):
+Two tasks (docs/method.md):
 
 * ``"image"``: each whole image (box ``(0, 0, 1, 1)``) as one view; its label
   is the image label (-1 when unknown) and its target the multi-hot of the

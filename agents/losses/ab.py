@@ -2,7 +2,7 @@
 
 The action-conditioned head ``Q(l | x_i, a_{i->j})`` predicts a distribution over
 annotations ``l`` for the view reached from view ``i`` by the move to view ``j``
-(METHOD.md, section 3). Its temporal-difference target, computed by the EMA
+(docs/method.md). Its temporal-difference target, computed by the EMA
 copy of the model, is
 
     Q(l | x_i, a_{i->j})  ~  (1 - gamma) * p_ema(l | x_j)  +  gamma * max_{k} Q_ema(l | x_j, a_{j->k})

@@ -3,7 +3,7 @@
 A system is an ``nn.Module`` that :class:`agents.trainer.Trainer` trains: it has
 ``training_loss(batch, captions) -> (loss, metrics)`` and ``after_step()`` (the EMA
 update), ``.encoder`` (the online encoder, for evaluation and export), ``.config``
-and ``.ema`` (the EMA copies, which are checkpointed with the rest). METHOD.md
+and ``.ema`` (the EMA copies, which are checkpointed with the rest). docs/method.md
 sections 3-4 are the spec; :mod:`agents.systems.base` holds the AB term.
 
 Example:

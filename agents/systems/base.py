@@ -1,7 +1,7 @@
 """The shared machinery of every system: encoder, EMA targets and the annotation-bootstrapping term.
 
 A system is a base method (its loss gives the annotation model ``p(l | x)``)
-plus, for the AB methods, the action-conditioned head of METHOD.md section 3:
+plus, for the AB methods, the action-conditioned head of docs/method.md:
 
     Q(l | x_i, a_{i->j}) = softmax_l(phi_AB(x_i, a_{i->j}) . psi_AB(l) / t_AB)
 
@@ -300,7 +300,7 @@ class BaseSystem(nn.Module):
         relative = batch.relative[:nb]
         if not cfg.ab_actions:
             # Ablation: every move looks the same (the identity box), so Q predicts the
-            # average over the image's crops, i.e. crop invariance (METHOD.md: -2.2).
+            # average over the image's crops, i.e. crop invariance (docs/method.md: -2.2).
             relative = torch.tensor([0.0, 0.0, 1.0, 1.0], device=relative.device).expand_as(relative)
         ab_shared = batch.crop_views is None
         if ab_shared:

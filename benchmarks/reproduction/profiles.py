@@ -8,7 +8,7 @@ probe settings. A *row* is one encoder-producing recipe:
   trained row of that seed starts from: systems build their encoder first).
 * ``supervised``: the supervised base on the scenes' object labels (the ceiling).
 * a base (``clip``, ``simclr``, ``dino``) or its AB version (``abclip``, ...).
-* an ablation of an AB row: ``<ab>-<knob>[-<knob>...]``. The profiles follow METHOD.md (4 views per image,
+* an ablation of an AB row: ``<ab>-<knob>[-<knob>...]``. The profiles follow docs/method.md (4 views per image,
   crops of 5-100% of the image, AB's views crops only); a knob departs from it in one named way:
 
   - ``gamma<g>``: the AB discount (``SystemConfig.gamma``; 0.5 by default);
@@ -58,7 +58,7 @@ ALL_PAIRS: tuple[str, ...] = tuple(m for pair in PAIRS for m in pair)
 #: Scene fields that only change captions (not pixels, layouts or labels): rows that read no
 #: caption leave them out of their identity (:func:`run_identity`).
 CAPTION_FIELDS: tuple[str, ...] = ("caption_fraction", "caption_words")
-#: The paper's ablations (issue 7 item 4) and the departures from METHOD.md that earlier profiles made
+#: The paper's ablations (issue 7 item 4) and the departures from docs/method.md that earlier profiles made
 #: by default (issue 19: 2 views, augmented AB views, crops of 20-100%), as suffixes of an AB row.
 ABLATION_SUFFIXES: tuple[str, ...] = (
     "gamma0", "gamma0.9", "noact", "noema", "v2", "augab", "scale0.2", "iou0_0.3", "iou0.3_0.6", "iou0.6_1",
@@ -375,9 +375,9 @@ def expand_rows(profile: Profile, spec: str | None) -> list[str]:
     return out
 
 
-# Scenes without appearance shortcuts (METHOD.md section 7): colour drawn per object independently
+# Scenes without appearance shortcuts (docs/method.md): colour drawn per object independently
 # of class, flat or textured backgrounds (no photos), digits only (always installed). Where a move
-# says something about the next view (METHOD.md section 8, issue 19): 3-6 objects of 15-30% of the
+# says something about the next view (docs/method.md, issue 19): 3-6 objects of 15-30% of the
 # scene side, so crops of 5-100% of the scene meet different objects. The data's action information
 # (agents.mechanism, 4 views, crops 0.05-1) is 0.22 nats here against 0.068 with the earlier scenes
 # (1-3 objects of 30-50%) and crops 0.2-1: CALIBRATION.md c27.
@@ -388,7 +388,7 @@ _CPU_SCENES: dict[str, Any] = dict(
 # cpu-quick (CALIBRATION.md): flat backgrounds only; captions name each object's class, size and
 # position but not its colour (colour words were a shortcut for CLIP, c4/c10; class-only captions left
 # CLIP's MAP on object crops below the random-init floor, c10; size and position words lift it above,
-# c21, the default since c25). METHOD.md's views: 4 per image, crops of 5-100% of the scene, AB's
+# c21, the default since c25). docs/method.md's views: 4 per image, crops of 5-100% of the scene, AB's
 # views crops only (issue 19; before, 2 views and crops of 20-100%: c4-c26). lr 1e-3 (3e-3 collapsed
 # CLIP). A caption on every scene (c27, c28: with 30% captioned, CLIP stayed below the floor on
 # MAP). See CALIBRATION.md for what each choice was measured against.
@@ -405,7 +405,7 @@ _CPU_QUICK = Profile(
     name="cpu-quick",
     description="calibration rows plus the CLIP/ABCLIP pair, 3 seeds; under 60 min on 2 CPU cores",
     scenes=_QUICK_SCENES,
-    # METHOD.md's views: 4 per image (TrainConfig's default), crops of 5-100% of the scene
+    # docs/method.md's views: 4 per image (TrainConfig's default), crops of 5-100% of the scene
     # (DataConfig's default), AB's views crops only.
     data=DataConfig(view_size=32, threads=2),
     system=_CPU_SYSTEM,
