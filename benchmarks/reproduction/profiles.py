@@ -8,8 +8,8 @@ probe settings. A *row* is one encoder-producing recipe:
   trained row of that seed starts from: systems build their encoder first).
 * ``supervised``: the supervised base on the scenes' object labels (the ceiling).
 * a base (``clip``, ``simclr``, ``dino``) or its AB version (``abclip``, ...).
-* an ablation of an AB row: ``<ab>-<knob>[-<knob>...]``. The profiles follow docs/method.md (4 views per image,
-  crops of 5-100% of the image, AB's views crops only); a knob departs from it in one named way:
+* an ablation of an AB row: ``<ab>-<knob>[-<knob>...]``. The profiles follow docs/method.md (4 views per
+  image, crops of 5-100% of the image, AB's views crops only); a knob departs from it in one named way:
 
   - ``gamma<g>``: the AB discount (``SystemConfig.gamma``; 0.5 by default);
   - ``noact``: no action tokens (``SystemConfig.ab_actions=False``: Q predicts the average over crops);
