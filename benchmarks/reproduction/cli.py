@@ -24,7 +24,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "reproduce"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="benchmarks/reproduce.py",
-        description="Reproduce the paper's AB-vs-base comparisons at small scale (issue 7).",
+        description="Reproduce the paper's AB-vs-base comparisons at small scale.",
     )
     p.add_argument("--profile", default="cpu-quick", choices=sorted(PROFILES))
     p.add_argument(
@@ -32,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated rows or groups: default, pairs, ablations, all; rows: random, "
         "supervised, clip, abclip, simclr, absimclr, dino, abdino, and ablations "
-        "<ab>-gamma<g>, <ab>-noact, <ab>-noema, <ab>-crops, abdino-nopsigrad, <ab>-w<weight>, "
-        "<ab>-iou<lo>_<hi> "
+        "<ab>-<knob>[-<knob>...] with knobs gamma<g>, noact, noema, v<views>, augab, scale<low>, "
+        "iou<lo>_<hi>, w<weight>, crops, nopsigrad (abdino) "
         "(default: the profile's)",
     )
     p.add_argument(

@@ -142,7 +142,7 @@ def paired_differences(evals: list[dict[str, Any]], tasks: tuple[str, ...]) -> d
     """AB minus its base run by run, matched on (seed, ordering): both share the initial encoder and the
     data order, so the paired difference removes what the seed and the ordering do to both alike.
 
-    An ablation row (``abdino-crops``) is compared with its base (``dino``) and with its AB row
+    An ablation row (``abdino-v2``) is compared with its base (``dino``) and with its AB row
     (``abdino``), where those rows have runs.
 
     Returns:
@@ -565,7 +565,7 @@ def write_outputs(
             "## AB minus its base, run by run",
             "",
             "Each AB run minus the base run of the same seed and ordering (same initial encoder, same data "
-            "order), in points. An ablation row is also set against its AB row (e.g. `abdino-crops vs "
+            "order), in points. An ablation row is also set against its AB row (e.g. `abdino-v2 vs "
             "abdino`).",
             "",
             paired_table,
