@@ -183,8 +183,11 @@ def _eval(args: argparse.Namespace) -> int:
                 attentive_epochs=args.attentive_epochs,
                 progress=name if args.progress else False,
             )
-        for w in caught:  # the split is the same for every encoder: say each warning once
-            if str(w.message) not in said:
+        own = set(results[name].get("warnings", []))  # the split's warnings (check_split)
+        for w in caught:
+            if str(w.message) not in own:  # anyone else's warning goes out as Python would show it
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            elif str(w.message) not in said:  # the split is the same for every encoder: say it once
                 said.append(str(w.message))
                 print(f"vpt eval: warning: {w.message}", file=sys.stderr)
     table = format_table(results)

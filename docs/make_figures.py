@@ -37,9 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from PIL import Image
 
 import vpt_env  # noqa: F401  (registers the env ids)
+from vpt_env.core.boxes import iou
 from vpt_env.core.dynamics import DISCRETE_ACTIONS
 from vpt_env.data.photos import PHOTO_NAMES
 from vpt_env.data.scenes import SceneSource
@@ -81,6 +83,12 @@ class FigureConfig:
     dpi: int = 100
     """Resolution of the gallery strips and plots (the GIF uses 4/5 of it)."""
     env_ids: tuple[str, ...] = field(default=ENV_IDS)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "scenes", "gif_episodes", "gif_steps", "dpi"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
 
     @classmethod
     def small(cls, out: Path) -> FigureConfig:
@@ -130,11 +138,6 @@ def _steer(box: np.ndarray, target: np.ndarray, params: Any, discrete: bool, rng
     return np.clip(0.5 * want + rng.normal(0.0, 0.1, 4), -1.0, 1.0).astype(np.float32)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
-    return float(inter / ((a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod() - inter))
-
-
 def rollout(
     env_id: str, steps: int, seed: int, scenes: int = 32, episode: int = 0, env: Any = None
 ) -> Rollout:
@@ -168,7 +171,9 @@ def rollout(
         labels = pool.annotations.box_labels[image].cpu().numpy()
         out.goal_boxes = [b for b, lab in zip(boxes, labels, strict=True) if lab == info["goal"]]
         out.goal_name, out.goal_caption = info["goal_name"], info["goal_caption"]
-        target = max(out.goal_boxes, key=lambda b: _iou(b, info["box"]))
+        target = max(
+            out.goal_boxes, key=lambda b: float(iou(torch.as_tensor(b), torch.as_tensor(info["box"])))
+        )
         out.ious.append(float(info["iou"]))
     out.boxes.append(info["box"].copy())
     out.views.append(obs["view"] if search else obs)
@@ -389,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gif-episodes", type=int, help=f"episodes in the GIF ({defaults.gif_episodes})")
     parser.add_argument("--small", action="store_true", help="small and short (the tests)")
     args = parser.parse_args(argv)
+    for flag, value in (("--steps", args.steps), ("--gif-episodes", args.gif_episodes)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be a positive int, got {value}")
     cfg = FigureConfig.small(args.out) if args.small else replace(defaults, out=args.out)
     cfg = replace(cfg, results=args.results, seed=args.seed)
     if args.steps is not None:

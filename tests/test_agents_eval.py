@@ -467,3 +467,18 @@ def test_evaluate_encoder_progress_lines_name_the_encoder(scenes: SceneSource, m
     assert "tiny: attention-pooling probe: done, 2/2 epochs in" in err
     evaluate_encoder(TinyEncoder(), data, task="objects", probes=("knn",))
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("train_y", "test_y", "multilabel", "message"),
+    [
+        (torch.tensor([], dtype=torch.long), torch.tensor([0]), False, "train_y must be a non-empty"),
+        (torch.tensor([0, 1]), torch.tensor([-1, 0]), False, "test_y must be a non-empty .* >= 0"),
+        (torch.tensor([0.0, 1.0]), torch.tensor([0]), False, "train_y must be .* class indices"),
+        (torch.zeros(3, 4), torch.zeros(2, 5), True, "same number of classes, got 4 and 5"),
+        (torch.zeros(3), torch.zeros(2, 5), True, "train_y must be a non-empty \\(N, K\\)"),
+    ],
+)
+def test_check_split_refuses_labels_it_cannot_read(train_y, test_y, multilabel, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_split(train_y, test_y, multilabel)

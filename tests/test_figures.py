@@ -117,3 +117,23 @@ def test_report_figures_draw_references_and_join_pairs() -> None:
         assert all(line.get_ydata()[1] > line.get_ydata()[0] for line in joins)
         assert all("right row higher" in line.get_label() for line in joins)
         assert [t.get_text() for t in ax.get_xticklabels()] == ["simclr", "absimclr"]
+
+
+def test_bad_sizes_are_refused_naming_the_parameter(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    figures = _script()
+    with pytest.raises(ValueError, match="gif_episodes must be a positive int, got 0"):
+        figures.FigureConfig(out=tmp_path, gif_episodes=0)
+    with pytest.raises(SystemExit):
+        figures.main(["--out", str(tmp_path), "--steps", "-1"])
+    assert "--steps must be a positive int, got -1" in capsys.readouterr().err
+
+
+def test_summarise_takes_a_probe_that_did_not_run() -> None:
+    """A multi-label result whose probes could not run carries no chance: the summary says so
+    (chance None, the probe listed as not run) instead of failing."""
+    ran = {"metric": "map", "linear": {"map": 0.4}, "chance": 0.3}
+    skipped = {"metric": "map", "not_run": {"linear": "no test image has an object"}}
+    evals = [{"row": "clip", "final": {"scene": skipped}}, {"row": "abclip", "final": {"scene": ran}}]
+    summary = summarise(evals, ("scene",))
+    assert summary["clip"]["scene"]["chance"] is None and summary["clip"]["scene"]["not_run"] == ["linear"]
+    assert summary["abclip"]["scene"]["chance"] == pytest.approx(0.3)

@@ -47,6 +47,23 @@ def test_lines_mode_writes_one_line_per_interval_then_a_last_line() -> None:
     assert len(lines) == 6
 
 
+def test_lines_mode_says_stopped_when_the_work_ends_short_or_fails() -> None:
+    log, clock = io.StringIO(), Clock()
+    with Progress(100, "training", unit="steps", stream=log, interval_s=10.0, clock=clock) as bar:
+        for _ in range(30):  # a time limit ends the run at 30 of 100 steps
+            clock.now += 1.0
+            bar.update()
+    assert log.getvalue().splitlines()[-1] == "training: stopped at 30/100 steps in 30 s"
+    log = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        with Progress(None, "reading", unit="images", stream=log, interval_s=10.0, clock=clock) as bar:
+            for _ in range(20):
+                clock.now += 1.0
+                bar.update()
+            raise KeyboardInterrupt
+    assert log.getvalue().splitlines()[-1] == "reading: stopped at 20 images in 20 s"
+
+
 def test_lines_mode_is_silent_for_work_shorter_than_the_interval() -> None:
     log, clock = io.StringIO(), Clock()
     with Progress(5, "probe", stream=log, interval_s=10.0, clock=clock) as bar:

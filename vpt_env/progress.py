@@ -120,8 +120,9 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix(values, refresh=False)
 
-    def close(self) -> None:
-        """End the bar; in lines mode, a last line if any was written. Idempotent."""
+    def close(self, failed: bool = False) -> None:
+        """End the bar; in lines mode, a last line if any was written: ``done`` when the count
+        reached its total (or there is none) and nothing failed, else ``stopped``. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -130,13 +131,15 @@ class Progress:
         elif self.mode == "lines" and self._wrote:
             count = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
             elapsed = format_seconds(self.clock() - self._start)
-            self._line(f"done, {count} {self.unit} in {elapsed}{self._postfix()}")
+            short = self.total is not None and self.n < self.total
+            word = "stopped at" if failed or short else "done,"
+            self._line(f"{word} {count} {self.unit} in {elapsed}{self._postfix()}")
 
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(failed=exc_type is not None)
 
     def _postfix(self) -> str:
         return "".join(f", {k} {v}" for k, v in self.postfix.items())

@@ -53,6 +53,28 @@ def _names(mask: Tensor, class_names: Sequence[str], most: int = 5) -> str:
     return ", ".join(named) + (", ..." if len(idx) > most else "")
 
 
+def _check_labels(train_y: Tensor, test_y: Tensor, multilabel: bool) -> None:
+    """Refuse labels :func:`check_split` cannot read, naming the argument and what it accepts."""
+    for name, y in (("train_y", train_y), ("test_y", test_y)):
+        if not isinstance(y, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(y).__name__}")
+        if multilabel:
+            if y.ndim != 2 or y.shape[0] == 0:
+                raise ValueError(
+                    f"{name} must be a non-empty (N, K) multi-hot tensor, got shape {tuple(y.shape)}"
+                )
+        elif y.ndim != 1 or y.shape[0] == 0 or y.is_floating_point() or bool((y < 0).any()):
+            raise ValueError(
+                f"{name} must be a non-empty (N,) tensor of class indices >= 0, got "
+                f"{y.dtype} of shape {tuple(y.shape)}"
+            )
+    if multilabel and train_y.shape[1] != test_y.shape[1]:
+        raise ValueError(
+            "train_y and test_y must have the same number of classes, got "
+            f"{train_y.shape[1]} and {test_y.shape[1]}"
+        )
+
+
 def check_split(
     train_y: Tensor,
     test_y: Tensor,
@@ -89,6 +111,7 @@ def check_split(
         >>> sorted(not_run), "no test example has a class seen in training" in not_run["knn"]
         (['knn'], True)
     """
+    _check_labels(train_y, test_y, multilabel)
     what = "images" if multilabel else "examples"
     n_tr, n_te = len(train_y), len(test_y)
     if multilabel:

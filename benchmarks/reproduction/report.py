@@ -60,7 +60,11 @@ def summarise(evals: list[dict[str, Any]], tasks: tuple[str, ...]) -> dict[str, 
                 if vals:
                     mean, std = _mean_std(vals)
                     cell[probe] = {"mean": mean, "std": std, "n": len(vals), "values": vals}
-            cell["chance"] = _mean_std([r["chance"] for r in results])[0]
+            chances = [r["chance"] for r in results if r.get("chance") is not None]
+            cell["chance"] = _mean_std(chances)[0] if chances else None
+            not_run = sorted({probe for r in results for probe in r.get("not_run", {})})
+            if not_run:
+                cell["not_run"] = not_run
             out[row][task] = cell
     return out
 
@@ -295,7 +299,9 @@ def _panel(ax: Any, summary: dict[str, Any], task: str, probe: str) -> None:
             label, style, colour = REFERENCE_LINES[ref]
             ax.axhline(100 * cell["mean"], color=colour, linestyle=style, linewidth=1.2, label=label)
             lo, hi = min(lo, 100 * cell["mean"]), max(hi, 100 * cell["mean"])
-    chance = next((c[task]["chance"] for c in summary.values() if "chance" in c.get(task, {})), None)
+    chance = next(
+        (c[task]["chance"] for c in summary.values() if c.get(task, {}).get("chance") is not None), None
+    )
     if chance is not None:
         label, style, colour = REFERENCE_LINES["chance"]
         ax.axhline(100 * chance, color=colour, linestyle=style, linewidth=1.2, label=label)
